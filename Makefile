@@ -1,0 +1,29 @@
+# nginx-ha: `make demo` and `make test` are the two commands; each installs what it needs first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup demo test test-unit test-integration test-cluster lab-clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m lab.demo
+
+test: setup
+	$(PYTEST) tests
+
+test-unit: setup
+	$(PYTEST) tests/unit
+
+test-integration: setup
+	$(PYTEST) tests/integration
+
+test-cluster: setup
+	$(PYTEST) tests/cluster
+
+# Remove what an interrupted lab run may have left (namespaces, links, processes).
+lab-clean: setup
+	$(PY) -m lab.cleanup
