@@ -1,0 +1,24 @@
+{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{#- Scripts keepalived runs: root-owned, not writable by others, in a root-owned directory, as
+    enable_script_security demands (keepalived silently drops a script that fails it). #}
+
+nginx_ha_script_dir_present:
+  file.directory:
+    - name: {{ nginx_ha.lookup.keepalived.script_dir }}
+    - user: root
+    - group: root
+    - dir_mode: '0755'
+    - makedirs: True
+
+nginx_ha_check_script_managed:
+  file.managed:
+    - name: {{ nginx_ha.lookup.keepalived.script_dir }}/check_nginx.sh
+    - source: salt://{{ tpldir }}/files/check_nginx.sh.jinja
+    - template: jinja
+    - context:
+        node: {{ nginx_ha | json }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - file: nginx_ha_script_dir_present

@@ -1,0 +1,27 @@
+{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{#- Configuration changes reload (SIGHUP / nginx -s reload), never restart: a restart of
+    keepalived would drop the VIP. #}
+
+nginx_ha_nginx_running:
+  service.running:
+    - name: {{ nginx_ha.lookup.nginx.service }}
+    - enable: True
+    - reload: True
+    - watch:
+      - nginx_ha: nginx_ha_nginx_site_config_validated
+{%- if nginx_ha.nginx.remove_default_site and nginx_ha.lookup.nginx.default_site %}
+      - file: nginx_ha_nginx_default_site_disabled
+{%- endif %}
+
+nginx_ha_keepalived_running:
+  service.running:
+    - name: {{ nginx_ha.lookup.keepalived.service }}
+    {#- Debian's keepalived init script has no `status`: find the daemon by its command line. #}
+    - sig: {{ nginx_ha.lookup.keepalived.binary }}
+    - enable: True
+    - reload: True
+    - watch:
+      - nginx_ha: nginx_ha_keepalived_config_validated
+    - require:
+      - service: nginx_ha_nginx_running
+      - sysctl: nginx_ha_sysctl_ip_nonlocal_bind
