@@ -55,7 +55,8 @@ def merged_config(defaults=None, osfamilymap=None, pillar=None):
     if osfamilymap is None:
         osfamilymap = _load_yaml(OSFAMILYMAP_URL, "the OS family map")
     if pillar is None:
-        pillar = __salt__["pillar.get"]("nginx_ha", {})
+        # unmask: Salt 3008 redacts pillar values returned to callers unless asked not to.
+        pillar = __salt__["pillar.get"]("nginx_ha", {}, unmask=True)
     if not isinstance(pillar, dict):
         raise SaltInvocationError(f"nginx_ha: pillar key nginx_ha is {pillar!r}, not a mapping")
     config = copy.deepcopy(defaults.get("nginx_ha", defaults))

@@ -27,7 +27,7 @@ def pillar():
 def configure_loader_modules(pillar):
     return {
         mod: {
-            "__salt__": {"cp.get_file_str": file_str, "pillar.get": lambda key, default=None: pillar.get(key, default)},
+            "__salt__": {"cp.get_file_str": file_str, "pillar.get": lambda key, default=None, unmask=False: pillar.get(key, default) if unmask else "**********"},
             "__grains__": {"id": "web-b", "os_family": "Debian"},
             "__opts__": {"saltenv": None},
             "__utils__": {"nginx_ha_model.node_view": model.node_view, "nginx_ha_model.validate": model.validate},
