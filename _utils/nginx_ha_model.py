@@ -252,9 +252,10 @@ def _validate_instance(errors, config, name, seen_vrids, seen_vips):
 def _validate_check(errors, check):
     key = _key("check")
     check = _mapping(errors, key, check)
-    for name, low, high in (("interval", 0.01, 3600), ("timeout", 0.01, 3600)):
+    # keepalived takes whole seconds for vrrp_script interval and timeout.
+    for name in ("interval", "timeout"):
         if name in check:
-            _check_number(errors, f"{key}:{name}", check[name], low, high)
+            _check_int(errors, f"{key}:{name}", check[name], 1, 4294)
     for name in ("fall", "rise"):
         if name in check:
             _check_int(errors, f"{key}:{name}", check[name], 1, 1000)

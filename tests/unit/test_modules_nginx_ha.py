@@ -88,3 +88,64 @@ def test_every_public_function_has_a_cli_example():
     assert public
     for name in public:
         assert "CLI Example" in (getattr(mod, name).__doc__ or ""), name
+
+
+# ---- live state functions (keepalived, kernel and nginx replaced by captured outputs) ----
+
+status_utils = formula.load_module("_utils", "nginx_ha_status")
+DATA = formula.REPO / "tests" / "unit" / "data"
+
+
+@pytest.fixture
+def live(monkeypatch):
+    """web-a, keepalived running as MASTER, the VIP on eth0 (outputs captured from the real tools)."""
+    mod.__grains__["id"] = "web-a"
+    mod.__utils__.update(
+        {
+            "nginx_ha_status.parse_keepalived_json": status_utils.parse_keepalived_json,
+            "nginx_ha_status.parse_ip_addr": status_utils.parse_ip_addr,
+            "nginx_ha_status.instance_status": status_utils.instance_status,
+        }
+    )
+    ip_out = (DATA / "ip-addr-master.json").read_text()
+    mod.__salt__["cmd.run_all"] = lambda cmd, **kw: {"retcode": 0, "stdout": ip_out, "stderr": ""}
+    state = {"pid": 4242}
+    monkeypatch.setattr(mod, "_keepalived_pid", lambda lookup: state["pid"])
+    monkeypatch.setattr(
+        mod, "_keepalived_dump", lambda lookup, pid: status_utils.parse_keepalived_json((DATA / "keepalived-2.2.7-master.json").read_text())
+    )
+    return state
+
+
+def test_vip_status(live):
+    ret = mod.vip_status()
+    assert list(ret) == ["VI_web"]
+    assert ret["VI_web"]["state"] == "MASTER" and ret["VI_web"]["holds_vip"] is True
+    assert ret["VI_web"]["last_transition"].startswith("2026-11-24T20:39:37")
+    assert mod.is_master() is True and mod.is_master("VI_web") is True
+
+
+def test_vip_status_unknown_instance(live):
+    with pytest.raises(SaltInvocationError, match="instance 'VI_nope' is not configured on web-a"):
+        mod.vip_status("VI_nope")
+
+
+def test_vip_status_keepalived_down(live):
+    live["pid"] = None
+    ret = mod.vip_status()
+    assert ret["VI_web"]["state"] == "STOP"
+    assert mod.is_master() is False
+
+
+@pytest.mark.parametrize("mode", ["maybe", "", "1"])
+def test_maintenance_bad_mode(live, mode):
+    with pytest.raises(SaltInvocationError, match="is not on or off"):
+        mod.maintenance(mode)
+
+
+def test_maintenance_refuses_without_healthy_peer(live, monkeypatch, tmp_path):
+    monkeypatch.setattr(mod, "_maintenance_file", lambda lookup: str(tmp_path / "maintenance"))
+    mod.__salt__["publish.publish"] = lambda *a, **k: {"web-b": {"healthy": False}}
+    with pytest.raises(CommandExecutionError, match="no healthy peer for VI_web"):
+        mod.maintenance("on")
+    assert not (tmp_path / "maintenance").exists()
