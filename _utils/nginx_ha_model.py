@@ -356,6 +356,12 @@ def validate(config):
     _extra_options(errors, _key("global_defs"), config.get("global_defs"))
     _validate_check(errors, config.get("check"))
     _validate_nginx(errors, config.get("nginx"))
+    events = _mapping(errors, _key("events"), config.get("events"))
+    for flag in ("notify_fifo", "notify_script"):
+        if flag in events:
+            _check_bool(errors, _key("events", flag), events[flag])
+    if "notify_script_timeout" in events:
+        _check_int(errors, _key("events", "notify_script_timeout"), events["notify_script_timeout"], 1, 300)
     return errors
 
 
