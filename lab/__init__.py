@@ -1,0 +1,20 @@
+"""
+nginx-ha lab: several "hosts" on one machine, each a Linux network + mount + PID + UTS namespace
+with its own PID 1 (``lab.init``), on two bridged networks (management 198.51.100.0/24, service
+203.0.113.0/24), running real salt-master / salt-minion daemons.
+
+    from lab import Lab, LabError
+    with Lab(minions=("web-a", "web-b"), pillar_dir="pillar") as lab:
+        lab.salt("web-a", "test.ping")                       # True
+        lab.host("web-a").run("ip -br addr", check=True).stdout
+        lab.client.run("curl -s -m 1 http://203.0.113.11/")
+        lab.power_off("web-a"); lab.power_on("web-a")
+
+Standard library only; must run as root. ``python -m lab.cleanup`` removes leftovers of crashed
+runs (a new Lab does that on start too).
+"""
+
+from .common import LabError, check_root_netns
+from .core import CommandError, CommandTimeout, Host, Lab
+
+__all__ = ["Lab", "Host", "LabError", "CommandError", "CommandTimeout", "check_root_netns"]

@@ -1,0 +1,750 @@
+"""The lab: hosts made of Linux namespaces on two bridged networks, with real Salt daemons."""
+
+import atexit
+import concurrent.futures
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import cleanup as _cleanup
+from .common import (
+    HOST_PATH,
+    IFNAMES,
+    LAB_ROOT,
+    NETS,
+    PREFIX,
+    LabError,
+    check_root_netns_live,
+    log,
+    netns_names,
+    proc_starttime,
+    root_links,
+    run_dirs,
+    sh,
+    wait_for,
+)
+from .init import PRIVATE, private_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MASTER_OCTET = 2
+CLIENT_OCTET = 50
+FIRST_MINION_OCTET = 11
+HOSTNAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+MINION_DEFAULTS = {
+    "acceptance_wait_time": 1,
+    "acceptance_wait_time_max": 1,
+    "random_reauth_delay": 0,
+    "random_startup_delay": 0,
+    "auth_timeout": 10,
+    "auth_tries": 10,
+    "master_tries": -1,
+    "recon_default": 500,
+    "recon_max": 2000,
+    "recon_randomize": False,
+    "return_retry_timer": 1,
+    "return_retry_timer_max": 2,
+    "enable_fqdns_grains": False,
+    "enable_gpu_grains": False,
+    "log_level": "warning",
+    "log_level_logfile": "warning",
+    "log_file": "/var/log/salt/minion",
+}
+MASTER_DEFAULTS = {
+    "auto_accept": True,
+    "user": "root",
+    "worker_threads": 3,
+    "log_level": "warning",
+    "log_level_logfile": "warning",
+    "log_file": "/var/log/salt/master",
+}
+
+
+class CommandError(LabError, subprocess.CalledProcessError):
+    """A command run in a host with ``check=True`` exited non-zero."""
+
+    def __init__(self, host, cmd, returncode, stdout, stderr):
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, stdout, stderr)
+        self.host = host
+
+    def __str__(self):
+        cmd = self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
+        return (f"[{self.host}] {cmd!r} exited {self.returncode}\n"
+                f"--- stdout ---\n{_tail(self.stdout)}\n--- stderr ---\n{_tail(self.stderr)}")
+
+
+class CommandTimeout(LabError):
+    """A command run in a host did not finish within its timeout (it was killed)."""
+
+
+def _tail(text, lines=40):
+    text = text or ""
+    parts = text.rstrip("\n").splitlines()
+    return "\n".join(parts[-lines:])
+
+
+def _merge(base, extra):
+    """Recursive dict merge (extra wins); returns a new dict."""
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Host:
+    """
+    One lab host: its own network, mount, PID and UTS namespaces, with PID 1 = ``lab.init``.
+
+    ``name``, ``role`` ("master", "minion", "client"), ``netns``, ``dir`` (per-host directory on
+    disk), ``pid`` (its PID 1 as seen from the root namespace, None while powered off).
+    """
+
+    def __init__(self, lab, name, role, octet, nets):
+        self.lab = lab
+        self.name = name
+        self.role = role
+        self.octet = octet
+        self.nets = tuple(nets)  # subset of ("svc", "mgmt")
+        self.netns = f"{lab.prefix}-{name}"
+        self.dir = os.path.join(lab.run_dir, "hosts", name)
+        self.pid = None
+        self._unshare = None  # Popen of `ip netns exec ... unshare ...`
+        self._log = None
+
+    def __repr__(self):
+        state = f"pid {self.pid}" if self.pid else "off"
+        return f"<Host {self.name} ({self.role}, {state})>"
+
+    # -- addresses and links ------------------------------------------------------------
+    def addr(self, net="svc"):
+        """The host's IPv4 address on ``net`` ("svc" or "mgmt"), e.g. '203.0.113.11'."""
+        if net not in self.nets:
+            raise LabError(f"{self.name} has no {net} interface (it has: {', '.join(self.nets)})")
+        return str(NETS[net].network_address + self.octet)
+
+    def ifname(self, net="svc"):
+        """Interface name inside the host: eth0 (svc) or eth1 (mgmt)."""
+        self.addr(net)
+        return IFNAMES[net]
+
+    def veth(self, net):
+        """Name of the root-side end of the host's ``net`` link (a port of the lab bridge)."""
+        return f"{self.lab.prefix}h{self.octet}{net[0]}"
+
+    def mac(self, net):
+        return "02:4e:48:%02x:%02x:%02x" % (0 if net == "svc" else 1, int(self.lab.run_id[:2], 16), self.octet)
+
+    @property
+    def running(self):
+        return self.pid is not None
+
+    # -- commands -------------------------------------------------------------------------
+    def _argv(self, cmd):
+        if not self.running:
+            raise LabError(f"{self.name} is powered off")
+        body = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-u", "--wd=/", "--", *body]
+
+    def env(self, extra=None):
+        env = {"PATH": f"{self.lab.venv}/bin:{HOST_PATH}", "HOME": "/root", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        env.update(extra or {})
+        return env
+
+    def run(self, cmd, check=False, timeout=60, input=None, env=None):
+        """
+        Run ``cmd`` in the host (a string goes through ``sh -c``; a list is run as is). Returns a
+        CompletedProcess with text stdout/stderr. ``check=True`` raises CommandError (a LabError
+        and a CalledProcessError) on a non-zero exit; a timeout kills the command and raises
+        CommandTimeout. Background daemons must not keep stdout/stderr open (use ``spawn``).
+        """
+        argv = self._argv(cmd)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env(env), start_new_session=True)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise CommandTimeout(f"[{self.name}] {cmd!r} did not finish within {timeout}s (killed)\n"
+                                 f"--- stdout ---\n{_tail(out)}\n--- stderr ---\n{_tail(err)}") from None
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        if check and proc.returncode != 0:
+            raise CommandError(self.name, cmd, proc.returncode, out, err)
+        return result
+
+    def spawn(self, cmd, log_path=None):
+        """
+        Start ``cmd`` (shell string) in the background in its own session, output to
+        ``log_path`` (default /tmp/spawn-<n>.log in the host). Returns its PID inside the host.
+        The host's PID 1 reaps it when it exits; it dies with the host.
+        """
+        log_path = log_path or f"/tmp/spawn-{secrets.token_hex(3)}.log"
+        script = f"setsid sh -c {shlex.quote(cmd)} >{shlex.quote(log_path)} 2>&1 </dev/null & echo $!"
+        return int(self.run(script, check=True, timeout=30).stdout.strip())
+
+    def read_file(self, path, missing_ok=False):
+        """Text of ``path`` as the host sees it (its private mounts included)."""
+        proc = self.run(["cat", "--", path], timeout=30)
+        if proc.returncode != 0:
+            if missing_ok:
+                return None
+            raise LabError(f"[{self.name}] cannot read {path}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def write_file(self, path, text, mode=0o644):
+        """Write ``text`` to ``path`` inside the host (parent directory must exist)."""
+        self.run(["sh", "-c", f'cat > "$1" && chmod {mode:o} "$1"', "sh", path], input=text, check=True, timeout=30)
+
+    def log_tail(self, path, lines=40):
+        """Last lines of a file in the host, or a note why not (for error messages)."""
+        if not self.running:
+            return f"({self.name} is powered off)"
+        text = self.read_file(path, missing_ok=True)
+        return f"({path} missing)" if text is None else _tail(text, lines)
+
+
+class Lab:
+    """
+    Hosts on two networks, each with its own network/mount/PID/UTS namespaces::
+
+        with Lab(minions=("web-a", "web-b"), pillar_dir="pillar/") as lab:
+            lab.salt("web-a", "test.ping")          # -> True
+            lab.client.run("curl -s http://203.0.113.11/")
+
+    Hosts: ``master`` (198.51.100.2, management only, runs salt-master when ``salt``), one host
+    per name in ``minions`` (management 198.51.100.11.., service 203.0.113.11.., salt-minion)
+    and ``client`` (203.0.113.50 and 198.51.100.50). Inside every host the service interface is
+    ``eth0`` and the management interface ``eth1``; there are no default routes.
+
+    ``pillar_dir`` (default ``<repo>/pillar``) and ``file_roots`` (default ``[<repo>/salt]``) are
+    the master's pillar_roots/file_roots base; ``master_extra`` / ``minion_extra`` are merged
+    (recursively) into the generated /etc/salt/master and /etc/salt/minion. ``salt=False``
+    builds the network and hosts only (about 1 s).
+
+    Everything is created under a run id: netns ``nhl<id>-<host>``, bridges ``nhl<id>m`` and
+    ``nhl<id>s``, directory /var/lib/nginx-ha-lab/<id>. It is all removed on exit, on an
+    exception, on Ctrl-C and on SIGTERM; leftovers of crashed runs are removed on start (and by
+    ``python -m lab.cleanup``).
+    """
+
+    def __init__(self, minions=("web-a", "web-b"), pillar_dir=None, file_roots=None, master_extra=None,
+                 minion_extra=None, salt=True, client=True, venv=None, salt_timeout=60):
+        minions = list(minions)
+        for name in minions:
+            if not HOSTNAME_RE.match(name) or name in ("master", "client"):
+                raise LabError(f"bad minion name {name!r}: lowercase letters, digits, '-', max 20; not master/client")
+        if len(set(minions)) != len(minions):
+            raise LabError("minion names must be unique")
+        if len(minions) > CLIENT_OCTET - FIRST_MINION_OCTET:
+            raise LabError("too many minions")
+        self.minion_names = minions
+        self.pillar_dir = os.path.abspath(pillar_dir or os.path.join(REPO, "pillar"))
+        self.file_roots = [os.path.abspath(p) for p in (file_roots or [os.path.join(REPO, "salt")])]
+        self.master_extra = master_extra or {}
+        self.minion_extra = minion_extra or {}
+        self.use_salt = salt
+        self.with_client = client
+        self.venv = os.path.abspath(venv or (os.path.join(REPO, ".venv") if os.path.isdir(os.path.join(REPO, ".venv"))
+                                            else sys.prefix))
+        self.salt_timeout = salt_timeout
+        self.run_id = None
+        self.prefix = None
+        self.run_dir = None
+        self.hosts = {}
+        self.bridges = {}
+        self.timings = {}
+        self._closed = False
+        self._started = False
+        self._old_handlers = {}
+        self._mutex = threading.RLock()
+
+    # -- context manager ----------------------------------------------------------------
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- accessors ----------------------------------------------------------------------
+    def host(self, name):
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise LabError(f"no host {name!r} (hosts: {', '.join(self.hosts)})") from None
+
+    @property
+    def master(self):
+        return self.hosts["master"]
+
+    @property
+    def client(self):
+        return self.host("client")
+
+    @property
+    def minions(self):
+        return [self.hosts[n] for n in self.minion_names]
+
+    # -- start ----------------------------------------------------------------------------
+    def _preflight(self):
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, bridges, mounts)")
+        for tool in ("ip", "unshare", "nsenter"):
+            if not shutil.which(tool):
+                raise LabError(f"{tool} not found")
+        if not os.access(os.path.join(self.venv, "bin", "python"), os.X_OK):
+            raise LabError(f"no python in venv {self.venv}")
+        if self.use_salt:
+            for tool in ("salt-master", "salt-minion", "salt"):
+                if not os.access(os.path.join(self.venv, "bin", tool), os.X_OK):
+                    raise LabError(f"{tool} not in {self.venv}/bin (run scripts/setup.sh)")
+            if not os.path.isdir(self.pillar_dir):
+                raise LabError(f"pillar_dir {self.pillar_dir} does not exist")
+        for path in [self.pillar_dir, *self.file_roots]:
+            for private, _ in PRIVATE:
+                if path == private or path.startswith(private + "/"):
+                    raise LabError(f"{path} is under the per-host private path {private}: hosts would not see it")
+        if os.path.isdir("/run/systemd/system"):
+            log("warning: this machine runs systemd; hosts still get an empty private /run")
+        check_root_netns_live()
+
+    def start(self):
+        if self._started:
+            raise LabError("a Lab can be started once")
+        self._started = True
+        t0 = time.monotonic()
+        self._preflight()
+        _cleanup.cleanup(say=log)
+        self._install_signal_handlers()
+        atexit.register(self.close)
+        try:
+            with _cleanup.lock():
+                self._create_run_dir()
+                _cleanup.ensure_mountpoints([p for p, _ in PRIVATE])
+            self._make_hosts()
+            log(f"run {self.run_id}: {', '.join(self.hosts)} in {self.run_dir}")
+            self._make_bridges()
+            for host in self.hosts.values():
+                self._prepare_dirs(host)
+                self._plug(host)
+            for host in self.hosts.values():
+                self._boot(host)
+            for host in self.hosts.values():
+                self._wait_ready(host)
+            self.timings["hosts"] = time.monotonic() - t0
+            log(f"{len(self.hosts)} hosts up in {self.timings['hosts']:.1f}s")
+            if self.use_salt:
+                t1 = time.monotonic()
+                self._write_salt_config()
+                self._start_salt(list(self.hosts.values()))
+                self.wait_minions()
+                self.timings["salt"] = time.monotonic() - t1
+                log(f"salt master + {len(self.minions)} minion(s) answer test.ping ({self.timings['salt']:.1f}s)")
+            self.timings["start"] = time.monotonic() - t0
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _create_run_dir(self):
+        os.makedirs(LAB_ROOT, mode=0o755, exist_ok=True)
+        os.chmod(LAB_ROOT, 0o755)
+        taken = set(run_dirs()) | {n[len(PREFIX):len(PREFIX) + 4] for n in netns_names() + root_links()
+                                   if n.startswith(PREFIX)}
+        for _ in range(100):
+            rid = secrets.token_hex(2)
+            if rid not in taken:
+                break
+        else:
+            raise LabError("no free run id")
+        path = os.path.join(LAB_ROOT, rid)
+        os.mkdir(path, 0o755)
+        with open(os.path.join(path, "owner.json"), "w") as fh:
+            json.dump({"pid": os.getpid(), "starttime": proc_starttime(os.getpid()), "time": time.time(),
+                       "argv": sys.argv}, fh)
+        self.run_id, self.prefix, self.run_dir = rid, f"{PREFIX}{rid}", path
+
+    def _make_hosts(self):
+        specs = [("master", "master", MASTER_OCTET, ("mgmt",))]
+        specs += [(n, "minion", FIRST_MINION_OCTET + i, ("svc", "mgmt")) for i, n in enumerate(self.minion_names)]
+        if self.with_client:
+            specs.append(("client", "client", CLIENT_OCTET, ("svc", "mgmt")))
+        for name, role, octet, nets in specs:
+            self.hosts[name] = Host(self, name, role, octet, nets)
+
+    def _make_bridges(self):
+        for net in ("mgmt", "svc"):
+            name = f"{self.prefix}{net[0]}"
+            sh(["ip", "link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0",
+                "mcast_snooping", "0", "nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"])
+            self._root_link_quiet(name)
+            sh(["ip", "link", "set", name, "arp", "off", "up"])
+            self.bridges[net] = name
+
+    @staticmethod
+    def _root_link_quiet(name):
+        """No IPv6 (no link-local address, no ND/MLD) on a root-side lab link."""
+        path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+        if os.path.exists(path):
+            with open(path, "w") as fh:
+                fh.write("1")
+        sh(["ip", "link", "set", name, "addrgenmode", "none"], check=False)
+
+    def _hosts_file(self):
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", ""]
+        for host in self.hosts.values():
+            if "svc" in host.nets:
+                lines.append(f"{host.addr('svc')}\t{host.name}")
+                lines.append(f"{host.addr('mgmt')}\t{host.name}-mgmt")
+            else:
+                lines.append(f"{host.addr('mgmt')}\t{host.name}" + ("\tsalt" if host.role == "master" else ""))
+        return "\n".join(lines) + "\n"
+
+    def _prepare_dirs(self, host):
+        """Per-host directories on disk (first boot only: what exists survives power cycles)."""
+        os.makedirs(host.dir, mode=0o755, exist_ok=True)
+        for path, kind in PRIVATE:
+            dst = private_dir(host.dir, path)
+            if os.path.exists(dst):
+                continue
+            os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+            if kind == "copy" and os.path.isdir(path):
+                shutil.copytree(path, dst, symlinks=True)
+                shutil.copystat(path, dst)
+            else:
+                os.makedirs(dst, mode=0o755)
+        with open(os.path.join(host.dir, "hosts"), "w") as fh:
+            fh.write(self._hosts_file())
+
+    def _plug(self, host):
+        """Create the host's netns and its links (veth: root side on the bridge, eth0/eth1 inside)."""
+        sh(["ip", "netns", "add", host.netns])
+        sh(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+        for net in host.nets:
+            outer, inner = host.veth(net), IFNAMES[net]
+            sh(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "address", host.mac(net),
+                "netns", host.netns])
+            self._root_link_quiet(outer)
+            sh(["ip", "link", "set", outer, "arp", "off", "master", self.bridges[net], "up"])
+            sh(["ip", "-n", host.netns, "addr", "add", f"{host.addr(net)}/{NETS[net].prefixlen}", "dev", inner])
+            sh(["ip", "-n", host.netns, "link", "set", inner, "up"])
+
+    def _boot(self, host):
+        """Start the host's PID 1 (lab.init) in fresh mount/PID/UTS namespaces inside its netns."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(host.dir, "ready"))
+        host._log = open(os.path.join(host.dir, "init.log"), "ab")
+        argv = ["ip", "netns", "exec", host.netns,
+                "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+                "--kill-child=SIGKILL",
+                os.path.join(self.venv, "bin", "python"), "-m", "lab.init", host.dir, host.name]
+        env = host.env({"PYTHONPATH": REPO})
+        host._unshare = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=host._log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_ready(self, host, timeout=20):
+        ready = os.path.join(host.dir, "ready")
+
+        def check():
+            if host._unshare.poll() is not None:
+                return "dead"
+            return os.path.exists(ready) and "ok"
+
+        state = wait_for(check, timeout, 0.01)
+        if state != "ok":
+            with open(os.path.join(host.dir, "init.log"), errors="replace") as fh:
+                text = _tail(fh.read())
+            raise LabError(f"host {host.name} did not come up ({state or 'timeout'}); init.log:\n{text}")
+        pid = wait_for(lambda: self._child_of(host._unshare.pid), 5, 0.01)
+        if not pid:
+            raise LabError(f"host {host.name}: cannot find its PID 1")
+        host.pid = pid
+
+    @staticmethod
+    def _child_of(ppid):
+        try:
+            with open(f"/proc/{ppid}/task/{ppid}/children") as fh:
+                kids = fh.read().split()
+            if kids:
+                return int(kids[0])
+        except OSError:
+            pass
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                            return int(entry)
+                except (OSError, ValueError, IndexError):
+                    continue
+        return None
+
+    # -- salt ------------------------------------------------------------------------------
+    def _write_salt_config(self):
+        master = _merge(MASTER_DEFAULTS, {
+            "interface": self.master.addr("mgmt"),
+            "file_roots": {"base": self.file_roots},
+            "pillar_roots": {"base": [self.pillar_dir]},
+        })
+        master = _merge(master, self.master_extra)
+        self._write_conf(self.master, "master", master)
+        for host in self.minions:
+            conf = _merge(MINION_DEFAULTS, {"id": host.name, "master": self.master.addr("mgmt")})
+            self._write_conf(host, "minion", _merge(conf, self.minion_extra))
+
+    @staticmethod
+    def _write_conf(host, name, data):
+        path = os.path.join(private_dir(host.dir, "/etc/salt"), name)
+        with open(path, "w") as fh:
+            fh.write(f"# written by the nginx-ha lab (JSON is YAML)\n{json.dumps(data, indent=2)}\n")
+
+    def _start_salt(self, hosts):
+        jobs = [(h, "salt-master" if h.role == "master" else "salt-minion") for h in hosts
+                if h.role in ("master", "minion")]
+        if not jobs:
+            return
+        log("starting " + ", ".join(f"{d} on {h.name}" for h, d in jobs))
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            futures = [pool.submit(h.run, [d, "-d"], True, 60) for h, d in jobs]
+            for future in futures:
+                future.result()
+
+    def wait_minions(self, names=None, timeout=None):
+        """Wait until the master accepted the minions' keys and they answer test.ping."""
+        names = list(names or self.minion_names)
+        timeout = timeout or self.salt_timeout
+        deadline = time.monotonic() + timeout
+        pki = os.path.join(private_dir(self.master.dir, "/etc/salt"), "pki", "master", "minions")
+        wait_for(lambda: all(os.path.exists(os.path.join(pki, n)) for n in names), timeout, 0.1)
+        pending = set(names)
+        last = None
+        while pending and time.monotonic() < deadline:
+            proc = self.master.run(["salt", "-L", ",".join(sorted(pending)), "test.ping", "--out", "json",
+                                    "--static", "-t", "3"], timeout=30)
+            last = proc
+            data = _parse_json(proc.stdout)
+            if isinstance(data, dict):
+                pending -= {n for n, v in data.items() if v is True}
+            if pending:
+                time.sleep(0.3)
+        if pending:
+            details = [f"minions not answering test.ping after {timeout}s: {', '.join(sorted(pending))}"]
+            if last is not None:
+                details.append(f"last salt output: {_tail(last.stdout, 10)} {_tail(last.stderr, 10)}")
+            keys = self.master.run(["salt-key", "-L"], timeout=30)
+            details.append(f"salt-key -L:\n{keys.stdout}{keys.stderr}")
+            details.append(f"master log:\n{self.master.log_tail('/var/log/salt/master')}")
+            for name in sorted(pending):
+                details.append(f"{name} minion log:\n{self.host(name).log_tail('/var/log/salt/minion')}")
+            raise LabError("\n".join(details))
+
+    def salt(self, target, fun, *args, timeout=300, tgt_type=None, check=False, **kwargs):
+        """
+        ``salt <target> <fun> <args> <key=value...> --out json --static`` on the master host.
+
+        Returns the return of minion ``target`` when ``target`` is one minion id, else the dict
+        {minion: return}. Raises LabError with the output when the CLI gives no parsable answer or
+        the targeted minion did not return, and with ``check=True`` also on a non-zero exit
+        (state failures, for example; by default a failed state run still returns its dict).
+        Keyword values that are not strings are passed as JSON.
+        """
+        argv = ["salt", "--out", "json", "--static", "-t", str(timeout)]
+        if tgt_type:
+            argv += [f"--{tgt_type}" if len(tgt_type) > 1 else f"-{tgt_type}"]
+        argv += [target, fun, *map(str, args)]
+        argv += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
+        proc = self.master.run(argv, timeout=timeout + 30)
+        data = _parse_json(proc.stdout)
+        single = target in self.minion_names and not tgt_type
+        problem = None
+        if not isinstance(data, dict):
+            problem = "no JSON answer"
+        elif single and target not in data:
+            problem = f"no return from {target}"
+        elif check and proc.returncode != 0:
+            problem = f"exit code {proc.returncode}"
+        if problem:
+            raise LabError(f"{shlex.join(argv)}: {problem}\n--- stdout ---\n{_tail(proc.stdout)}\n"
+                           f"--- stderr ---\n{_tail(proc.stderr)}")
+        return data[target] if single else data
+
+    def salt_run(self, fun, *args, timeout=300, **kwargs):
+        """``salt-run --out json <fun> <args>`` on the master host: (exit code, parsed JSON or None)."""
+        argv = ["salt-run", "--out", "json", "-t", str(timeout), fun, *map(str, args)]
+        argv += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
+        proc = self.master.run(argv, timeout=timeout + 30)
+        data = _parse_json(proc.stdout)
+        if data is None and proc.stdout.strip():
+            raise LabError(f"{shlex.join(argv)}: output is not JSON (exit {proc.returncode})\n"
+                           f"--- stdout ---\n{_tail(proc.stdout)}\n--- stderr ---\n{_tail(proc.stderr)}")
+        return proc.returncode, data
+
+    # -- faults -----------------------------------------------------------------------------
+    def set_link(self, name, net="svc", up=True, keep_carrier=False):
+        """
+        Cut (``up=False``) or restore a host's ``net`` link ("svc" or "mgmt").
+
+        Default: the root-side veth goes down, so the host sees NO-CARRIER on eth0/eth1 (a pulled
+        cable). ``keep_carrier=True`` instead detaches the veth from the bridge: the interface
+        stays up but nothing reaches the other hosts (a dead switch port, the split-brain case).
+        """
+        host = self.host(name)
+        host.addr(net)
+        if not host.running:
+            raise LabError(f"{name} is powered off")
+        veth = host.veth(net)
+        if keep_carrier:
+            if up:
+                sh(["ip", "link", "set", veth, "master", self.bridges[net], "up"])
+            else:
+                sh(["ip", "link", "set", veth, "nomaster"])
+        else:
+            sh(["ip", "link", "set", veth, "master", self.bridges[net]])
+            sh(["ip", "link", "set", veth, "up" if up else "down"])
+        log(f"{name} {net} link {'up' if up else 'cut'}{' (carrier kept)' if keep_carrier else ''}")
+
+    def power_off(self, name):
+        """Power loss: links down, then SIGKILL the host's PID 1 (all its processes die at once)."""
+        with self._mutex:
+            host = self.host(name)
+            if not host.running:
+                raise LabError(f"{name} is already powered off")
+            for net in host.nets:
+                sh(["ip", "link", "set", host.veth(net), "down"], check=False)
+            self._kill_host(host)
+            log(f"{name} powered off")
+
+    def _kill_host(self, host, sig=signal.SIGKILL, wait=5):
+        if host._unshare is not None:
+            if host.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(host.pid, sig)
+            try:
+                host._unshare.wait(wait)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(host.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(host._unshare.pid, signal.SIGKILL)
+                host._unshare.wait(5)
+        if host._log:
+            host._log.close()
+            host._log = None
+        host.pid = None
+        host._unshare = None
+        sh(["ip", "netns", "del", host.netns], check=False)
+        for net in host.nets:
+            if host.veth(net) in root_links():
+                sh(["ip", "link", "del", host.veth(net)], check=False)
+
+    def power_on(self, name, wait=True):
+        """
+        Boot a powered-off host again: new namespaces and links, same on-disk per-host
+        directories (its /etc, /var/log, keys... survive like a disk; /run and /tmp start empty).
+        Restarts its Salt daemon; with ``wait`` a minion must answer test.ping again.
+        """
+        with self._mutex:
+            host = self.host(name)
+            if host.running:
+                raise LabError(f"{name} is already running")
+            t0 = time.monotonic()
+            self._prepare_dirs(host)
+            self._plug(host)
+            self._boot(host)
+            self._wait_ready(host)
+            if self.use_salt:
+                self._start_salt([host])
+                if wait and host.role == "minion":
+                    self.wait_minions([name])
+            log(f"{name} powered on ({time.monotonic() - t0:.1f}s)")
+
+    # -- teardown ---------------------------------------------------------------------------
+    def close(self):
+        """Remove everything of this run (idempotent)."""
+        with self._mutex:
+            if self._closed or not self._started:
+                return
+            self._closed = True
+            old_int = signal.getsignal(signal.SIGINT) if _main_thread() else None
+            if old_int is not None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the teardown
+            try:
+                t0 = time.monotonic()
+                running = [h for h in self.hosts.values() if h.running]
+                for host in running:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(host.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 3
+                for host in running:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        host._unshare.wait(max(0.0, deadline - time.monotonic()))
+                for host in self.hosts.values():
+                    with contextlib.suppress(Exception):
+                        self._kill_host(host, wait=3)
+                if self.run_id:
+                    with _cleanup.lock():
+                        _cleanup.remove_runs({self.run_id})
+                        _cleanup.release_mountpoints()
+                    log(f"run {self.run_id} removed ({time.monotonic() - t0:.1f}s)")
+            finally:
+                self._restore_signal_handlers()
+                if old_int is not None:
+                    signal.signal(signal.SIGINT, old_int)
+                with contextlib.suppress(Exception):
+                    atexit.unregister(self.close)
+
+    def _install_signal_handlers(self):
+        if not _main_thread():
+            return
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, on_term)
+
+    def _restore_signal_handlers(self):
+        if not _main_thread():
+            return
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+
+
+def _main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+def _parse_json(text):
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    # tolerate noise before the JSON document (e.g. a warning printed to stdout)
+    idx = text.find("{")
+    if idx > 0:
+        try:
+            return json.loads(text[idx:])
+        except ValueError:
+            return None
+    return None
