@@ -22,3 +22,20 @@ nginx_ha_check_script_managed:
     - mode: '0755'
     - require:
       - file: nginx_ha_script_dir_present
+{%- if nginx_ha.events.notify_script %}
+
+{#- keepalived's notify script (events.notify_script): each transition to the master's event bus
+    with salt-call. Same ownership rules as the check script. #}
+nginx_ha_notify_script_managed:
+  file.managed:
+    - name: {{ nginx_ha.lookup.keepalived.script_dir }}/notify_event.sh
+    - source: salt://{{ tpldir }}/files/notify_event.sh.jinja
+    - template: jinja
+    - context:
+        node: {{ nginx_ha | json }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - file: nginx_ha_script_dir_present
+{%- endif %}
