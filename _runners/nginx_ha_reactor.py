@@ -375,9 +375,9 @@ def _keep_out(event, cfg, reason):
 
 def _on_fault(event, cfg):
     node = event["node"]
-    now = time.time()
     limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
     with _state(cfg) as state:
+        now = time.time()  # under the lock: concurrent workers see times in the order they decide
         history = [t for t in state["restarts"].get(node, []) if now - t < window]
         if node in state["maintenance"]:
             decision = "in-maintenance"
