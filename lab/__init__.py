@@ -15,6 +15,14 @@ runs (a new Lab does that on start too).
 """
 
 from .common import LabError, check_root_netns
-from .core import CommandError, CommandTimeout, Host, Lab
 
 __all__ = ["Lab", "Host", "LabError", "CommandError", "CommandTimeout", "check_root_netns"]
+
+
+def __getattr__(name):
+    # lazy, so that `python -m lab.init` / `python -m lab.cleanup` do not import themselves twice
+    if name in ("Lab", "Host", "CommandError", "CommandTimeout"):
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")

@@ -232,7 +232,11 @@ class Lab:
     ``eth0`` and the management interface ``eth1``; there are no default routes.
 
     ``pillar_dir`` (default ``<repo>/pillar``) and ``file_roots`` (default ``[<repo>/salt]``) are
-    the master's pillar_roots/file_roots base; ``master_extra`` / ``minion_extra`` are merged
+    the master's pillar_roots/file_roots base. They must not lie under a path every host has a
+    private copy of (/tmp, /run, /srv, /etc/salt, ... see ``lab.init.PRIVATE``; pytest's tmp_path
+    is under /tmp): pass ``pillar_dir`` as a dict {relative path: text} to have the lab write the
+    files to ``<run dir>/pillar`` (``lab.pillar_dir`` then names it; edit files there and
+    ``saltutil.refresh_pillar``). ``master_extra`` / ``minion_extra`` are merged
     (recursively) into the generated /etc/salt/master and /etc/salt/minion. ``salt=False``
     builds the network and hosts only (about 1 s).
 
@@ -253,7 +257,12 @@ class Lab:
         if len(minions) > CLIENT_OCTET - FIRST_MINION_OCTET:
             raise LabError("too many minions")
         self.minion_names = minions
-        self.pillar_dir = os.path.abspath(pillar_dir or os.path.join(REPO, "pillar"))
+        self._pillar_files = None
+        if isinstance(pillar_dir, dict):  # {relative path: text}, written to <run dir>/pillar on start
+            self._pillar_files = dict(pillar_dir)
+            self.pillar_dir = None
+        else:
+            self.pillar_dir = os.path.abspath(pillar_dir or os.path.join(REPO, "pillar"))
         self.file_roots = [os.path.abspath(p) for p in (file_roots or [os.path.join(REPO, "salt")])]
         self.master_extra = master_extra or {}
         self.minion_extra = minion_extra or {}
@@ -314,12 +323,17 @@ class Lab:
             for tool in ("salt-master", "salt-minion", "salt"):
                 if not os.access(os.path.join(self.venv, "bin", tool), os.X_OK):
                     raise LabError(f"{tool} not in {self.venv}/bin (run scripts/setup.sh)")
-            if not os.path.isdir(self.pillar_dir):
+            if self.pillar_dir and not os.path.isdir(self.pillar_dir):
                 raise LabError(f"pillar_dir {self.pillar_dir} does not exist")
         for path in [self.pillar_dir, *self.file_roots]:
+            if path is None:
+                continue
+            path = os.path.realpath(path)
             for private, _ in PRIVATE:
                 if path == private or path.startswith(private + "/"):
-                    raise LabError(f"{path} is under the per-host private path {private}: hosts would not see it")
+                    raise LabError(f"{path} is under {private}, which every lab host has its own private copy "
+                                   f"of: the Salt master would not see it (use a path elsewhere, or pass "
+                                   f"pillar_dir as a dict of files)")
         if os.path.isdir("/run/systemd/system"):
             log("warning: this machine runs systemd; hosts still get an empty private /run")
         check_root_netns_live()
@@ -337,6 +351,13 @@ class Lab:
             with _cleanup.lock():
                 self._create_run_dir()
                 _cleanup.ensure_mountpoints([p for p, _ in PRIVATE])
+            if self._pillar_files is not None:
+                self.pillar_dir = os.path.join(self.run_dir, "pillar")
+                for rel, text in self._pillar_files.items():
+                    path = os.path.join(self.pillar_dir, rel)
+                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                    with open(path, "w") as fh:
+                        fh.write(text)
             self._make_hosts()
             log(f"run {self.run_id}: {', '.join(self.hosts)} in {self.run_dir}")
             self._make_bridges()
@@ -554,27 +575,34 @@ class Lab:
                 details.append(f"{name} minion log:\n{self.host(name).log_tail('/var/log/salt/minion')}")
             raise LabError("\n".join(details))
 
-    def salt(self, target, fun, *args, timeout=300, tgt_type=None, check=False, **kwargs):
+    def salt(self, target, fun, *args, timeout=300, job_timeout=15, tgt_type=None, check=False, **kwargs):
         """
         ``salt <target> <fun> <args> <key=value...> --out json --static`` on the master host.
 
         Returns the return of minion ``target`` when ``target`` is one minion id, else the dict
-        {minion: return}. Raises LabError with the output when the CLI gives no parsable answer or
-        the targeted minion did not return, and with ``check=True`` also on a non-zero exit
-        (state failures, for example; by default a failed state run still returns its dict).
-        Keyword values that are not strings are passed as JSON.
+        {minion: return}. Raises LabError with the output when the CLI gives no parsable answer,
+        when no minion (or not the targeted one) returned, and with ``check=True`` also on a
+        non-zero exit (state failures, for example; by default a failed state run still returns
+        its dict). Keyword values that are not strings are passed as JSON.
+
+        ``timeout`` bounds the whole command (CommandTimeout). ``job_timeout`` is salt's ``-t``:
+        after it, salt asks the minions whether the job still runs and keeps waiting for those
+        that say so, so long states are fine; a powered-off minion costs about ``job_timeout``
+        plus the master's gather_job_timeout (10 s) before "no return".
         """
-        argv = ["salt", "--out", "json", "--static", "-t", str(timeout)]
+        argv = ["salt", "--out", "json", "--static", "-t", str(job_timeout)]
         if tgt_type:
             argv += [f"--{tgt_type}" if len(tgt_type) > 1 else f"-{tgt_type}"]
         argv += [target, fun, *map(str, args)]
         argv += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
-        proc = self.master.run(argv, timeout=timeout + 30)
+        proc = self.master.run(argv, timeout=timeout)
         data = _parse_json(proc.stdout)
         single = target in self.minion_names and not tgt_type
         problem = None
         if not isinstance(data, dict):
             problem = "no JSON answer"
+        elif not data:
+            problem = "no minion returned"
         elif single and target not in data:
             problem = f"no return from {target}"
         elif check and proc.returncode != 0:
@@ -585,10 +613,14 @@ class Lab:
         return data[target] if single else data
 
     def salt_run(self, fun, *args, timeout=300, **kwargs):
-        """``salt-run --out json <fun> <args>`` on the master host: (exit code, parsed JSON or None)."""
-        argv = ["salt-run", "--out", "json", "-t", str(timeout), fun, *map(str, args)]
+        """
+        ``salt-run --out json <fun> <args> <key=value...>`` on the master host: (exit code, parsed
+        JSON, None when there is no output). Raises LabError when the output is not JSON and
+        CommandTimeout after ``timeout`` seconds.
+        """
+        argv = ["salt-run", "--out", "json", fun, *map(str, args)]
         argv += [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
-        proc = self.master.run(argv, timeout=timeout + 30)
+        proc = self.master.run(argv, timeout=timeout)
         data = _parse_json(proc.stdout)
         if data is None and proc.stdout.strip():
             raise LabError(f"{shlex.join(argv)}: output is not JSON (exit {proc.returncode})\n"
