@@ -81,8 +81,8 @@ def _render(source, contents, context, saltenv):
     return text.encode()
 
 
-def _check(check_cmd, path):
-    cmd = [str(part).replace("{path}", path) for part in check_cmd]
+def _check(checker, path):
+    cmd = [str(part).replace("{path}", path) for part in checker]
     res = __salt__["cmd.run_all"](cmd, python_shell=False, ignore_retcode=True, output_loglevel="debug")
     output = "\n".join(s for s in (res.get("stdout", ""), res.get("stderr", "")) if s).strip()
     return res["retcode"] == 0, output
@@ -96,13 +96,13 @@ def _mode_of(path):
     return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
 
-def validated_config(name, check_cmd, source=None, contents=None, context=None, mode="0644", makedirs=False, saltenv=None):
+def validated_config(name, checker, source=None, contents=None, context=None, mode="0644", makedirs=False, saltenv=None):
     """
     Manage configuration file ``name`` so that only content the daemon's checker accepts stays.
 
     name
         Absolute path of the configuration file.
-    check_cmd
+    checker
         The checker as a list of arguments; ``{path}`` is replaced by ``name``. It must exit 0
         for a valid configuration, for example ``[/usr/sbin/nginx, -t, -q]`` or
         ``[/usr/sbin/keepalived, -t, -f, '{path}']``. Never run through a shell.
@@ -122,14 +122,14 @@ def validated_config(name, check_cmd, source=None, contents=None, context=None, 
             - name: /etc/keepalived/keepalived.conf
             - source: salt://nginx_ha/files/keepalived.conf.jinja
             - context: {node: {...}}
-            - check_cmd: [/usr/sbin/keepalived, -t, -f, '{path}']
+            - checker: [/usr/sbin/keepalived, -t, -f, '{path}']
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     if not os.path.isabs(name):
         ret["comment"] = f"name: {name!r} is not an absolute path"
         return ret
-    if not isinstance(check_cmd, list) or not check_cmd:
-        ret["comment"] = f"check_cmd: {check_cmd!r} is not a non-empty list of arguments"
+    if not isinstance(checker, list) or not checker:
+        ret["comment"] = f"checker: {checker!r} is not a non-empty list of arguments"
         return ret
     try:
         want_mode = int(str(mode), 8)
@@ -162,7 +162,7 @@ def validated_config(name, check_cmd, source=None, contents=None, context=None, 
         changes["mode"] = f"{current[0]:04o} -> {want_mode:04o}, root:root"
 
     if __opts__["test"]:
-        ret.update(result=None, changes=changes, comment=f"{name} would be updated and checked with {' '.join(map(str, check_cmd))}")
+        ret.update(result=None, changes=changes, comment=f"{name} would be updated and checked with {' '.join(map(str, checker))}")
         return ret
 
     directory = os.path.dirname(name)
@@ -177,7 +177,7 @@ def validated_config(name, check_cmd, source=None, contents=None, context=None, 
     except OSError as exc:
         ret["comment"] = f"cannot write {name}: {exc}"
         return ret
-    ok, output = _check(check_cmd, name)
+    ok, output = _check(checker, name)
     if not ok:
         try:
             _restore(name, old, current[0] if current else want_mode)
@@ -185,12 +185,12 @@ def validated_config(name, check_cmd, source=None, contents=None, context=None, 
             ret["comment"] = f"{name} was refused by its checker AND restoring the previous file failed: {exc}\n{output}"
             return ret
         ret["comment"] = (
-            f"{name} was refused by {' '.join(map(str, check_cmd))}; the previous file is back in place"
+            f"{name} was refused by {' '.join(map(str, checker))}; the previous file is back in place"
             f" and the running service was not touched:\n{output}"
         )
         return ret
     if _read(name) != new:
         ret["comment"] = f"{name} changed while it was being checked; run the state again"
         return ret
-    ret.update(result=True, changes=changes, comment=f"{name} updated and accepted by {os.path.basename(str(check_cmd[0]))}")
+    ret.update(result=True, changes=changes, comment=f"{name} updated and accepted by {os.path.basename(str(checker[0]))}")
     return ret

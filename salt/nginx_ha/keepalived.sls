@@ -9,7 +9,7 @@ nginx_ha_keepalived_config_validated:
     - source: salt://{{ tpldir }}/files/keepalived.conf.jinja
     - context:
         node: {{ nginx_ha | json }}
-    - check_cmd: [{{ lookup.binary }}, -t, -f, '{path}']
+    - checker: [{{ lookup.binary }}, -t, -f, '{path}']
     - makedirs: True
     - require:
       - pkg: nginx_ha_packages_installed

@@ -33,6 +33,6 @@ nginx_ha_nginx_site_config_validated:
     - source: salt://{{ tpldir }}/files/nginx_site.conf.jinja
     - context:
         node: {{ nginx_ha | json }}
-    - check_cmd: [{{ lookup.binary }}, -t, -q, -c, {{ lookup.config }}]
+    - checker: [{{ lookup.binary }}, -t, -q, -c, {{ lookup.config }}]
     - require:
       - pkg: nginx_ha_packages_installed

@@ -114,12 +114,12 @@ def test_mode_drift_is_a_change(tmp_path, test_mode):
     "kwargs, message",
     [
         ({"name": "relative.conf"}, "not an absolute path"),
-        ({"check_cmd": "nginx -t"}, "is not a non-empty list"),
+        ({"checker": "nginx -t"}, "is not a non-empty list"),
         ({"contents": None}, "give exactly one of source or contents"),
     ],
 )
 def test_bad_arguments(tmp_path, test_mode, kwargs, message):
-    args = {"name": str(tmp_path / "x.conf"), "check_cmd": CHECKER, "contents": "x"}
+    args = {"name": str(tmp_path / "x.conf"), "checker": CHECKER, "contents": "x"}
     args.update(kwargs)
     ret = validated.validated_config(**args)
     assert ret["result"] is False and message in ret["comment"]
