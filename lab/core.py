@@ -120,6 +120,7 @@ class Host:
         self.netns = f"{lab.prefix}-{name}"
         self.dir = os.path.join(lab.run_dir, "hosts", name)
         self.pid = None
+        self._starttime = None  # of PID 1, to never signal a recycled PID
         self._unshare = None  # Popen of `ip netns exec ... unshare ...`
         self._log = None
 
@@ -149,6 +150,11 @@ class Host:
     @property
     def running(self):
         return self.pid is not None
+
+    def signal_init(self, sig):
+        """Send ``sig`` to the host's PID 1 if it is still that process (SIGKILL = power loss)."""
+        if self.pid and proc_starttime(self.pid) == self._starttime:
+            os.kill(self.pid, sig)
 
     # -- commands -------------------------------------------------------------------------
     def _argv(self, cmd):
@@ -471,7 +477,13 @@ class Lab:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(host.dir, "ready"))
         host._log = open(os.path.join(host.dir, "init.log"), "ab")
-        argv = ["ip", "netns", "exec", host.netns,
+        argv = []
+        if _main_thread() and shutil.which("setpriv"):
+            # if this process is SIGKILLed, unshare gets SIGKILL and (--kill-child) so does the
+            # host's PID 1: no host outlives its lab (the next run removes netns, links, dirs).
+            # Main thread only: the death signal fires when the creating *thread* exits.
+            argv = ["setpriv", "--pdeathsig", "KILL"]
+        argv += ["ip", "netns", "exec", host.netns,
                 "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--propagation", "private",
                 "--kill-child=SIGKILL",
                 os.path.join(self.venv, "bin", "python"), "-m", "lab.init", host.dir, host.name]
@@ -496,6 +508,7 @@ class Lab:
         if not pid:
             raise LabError(f"host {host.name}: cannot find its PID 1")
         host.pid = pid
+        host._starttime = proc_starttime(pid)
 
     @staticmethod
     def _child_of(ppid):
@@ -666,12 +679,12 @@ class Lab:
         if host._unshare is not None:
             if host.pid:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(host.pid, sig)
+                    host.signal_init(sig)
             try:
                 host._unshare.wait(wait)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(host.pid, signal.SIGKILL)
+                    host.signal_init(signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(host._unshare.pid, signal.SIGKILL)
                 host._unshare.wait(5)
@@ -721,7 +734,7 @@ class Lab:
                 running = [h for h in self.hosts.values() if h.running]
                 for host in running:
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(host.pid, signal.SIGTERM)
+                        host.signal_init(signal.SIGTERM)
                 deadline = time.monotonic() + 3
                 for host in running:
                     with contextlib.suppress(subprocess.TimeoutExpired):

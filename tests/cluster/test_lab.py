@@ -14,7 +14,7 @@ import pytest
 
 from lab import Lab, LabError, check_root_netns
 from lab.cleanup import leftovers, processes
-from lab.common import netns_names, root_links
+from lab.common import netns_names, proc_starttime, root_links
 
 MINIONS = ("web-a", "web-b")
 TOP = "base:\n  '*':\n    - lab\n"
@@ -249,6 +249,7 @@ def test_power_off_and_on(lab):
     web_b.write_file("/etc/nginx/survives-power-loss", "disk\n")
     web_b.write_file("/run/gone-after-power-loss", "ram\n")
     old_pidns = ns_inode(web_b.pid, "pid")
+    old_init = (web_b.pid, proc_starttime(web_b.pid))
     veths = [web_b.veth(n) for n in web_b.nets]
 
     lab.power_off("web-b")
@@ -261,7 +262,7 @@ def test_power_off_and_on(lab):
     assert lab.host("web-a").run("true").returncode == 0  # the others carry on
 
     lab.power_on("web-b")
-    assert web_b.running and ns_inode(web_b.pid, "pid") != old_pidns
+    assert web_b.running and (web_b.pid, proc_starttime(web_b.pid)) != old_init  # (ns inodes get reused)
     assert web_b.read_file("/etc/nginx/survives-power-loss") == "disk\n"
     assert web_b.read_file("/run/gone-after-power-loss", missing_ok=True) is None
     assert web_b.run("hostname", check=True).stdout.strip() == "web-b"
