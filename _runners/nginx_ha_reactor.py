@@ -463,7 +463,8 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
     """
     Run ``nginx_ha.status`` (the fleet view) and alert: critical for SPLIT-BRAIN and NO-OWNER,
     warning for nodes that do not answer; an unchanged problem is repeated at most every
-    ``fleet:realert`` seconds, and its end is announced (info). Schedule it on the master::
+    ``fleet:realert`` seconds, and its end is announced (info). ``salt-run`` exits 1 while there
+    is a problem. Schedule it on the master::
 
         schedule:
           nginx_ha_fleet_check:
@@ -498,8 +499,9 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
     for problem in resolved:
         alert("info", f"resolved: {problem}", check="fleet", problem=problem.split(":", 1)[0])
     if problems:
-        __context__["retcode"] = 1
-    return {"ok": not problems, "problems": problems, "alerted": to_alert, "resolved": resolved}
+        __context__["retcode"] = 1  # the job's success flag
+    # salt-run takes its exit code from a "retcode" key of the return (Salt 3008).
+    return {"ok": not problems, "problems": problems, "alerted": to_alert, "resolved": resolved, "retcode": 1 if problems else 0}
 
 
 def show_state():
