@@ -114,6 +114,8 @@ def status(tgt=DEFAULT_TARGET, tgt_type="compound", timeout=5):
         statuses = _ask(client, expected, "nginx_ha.vip_status", timeout)
         healths = _ask(client, sorted(statuses), "nginx_ha.health", timeout)
     view = summarize(statuses, healths, expected)
+    # salt-run exits with the "retcode" of a returned dict (as orchestrate does).
+    view["retcode"] = 0 if view["ok"] else 1
     if not view["ok"]:
         __context__["retcode"] = 1
     return view

@@ -7,3 +7,4 @@ include:
   - nginx_ha.nginx
   - nginx_ha.keepalived
   - nginx_ha.service
+  - nginx_ha.grains
