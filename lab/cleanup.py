@@ -6,8 +6,8 @@ the processes living in those namespaces, and its directory ``/var/lib/nginx-ha-
 whose ``owner.json`` names the owning process (PID + start time). A run is *dead* when that
 process is gone; everything of a dead run, and anything with the prefix but no run directory, is
 a leftover. The mount points the lab had to create in the root file system (``/etc/salt``,
-``/var/cache/salt``, ``/var/lib/keepalived`` when they did not exist) are removed again, when
-empty, once no run is alive.
+``/var/cache/salt``, ``/var/lib/keepalived``, an empty ``/dev/log`` file, when they did not exist)
+are removed again, when empty, once no run is alive.
 
 ``--all`` also removes live runs (only when you know their owner is stuck); ``--check`` only
 lists leftovers and exits 1 if there are any.
@@ -20,10 +20,12 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 
 from .common import (
+    DEVLOG,
     LAB_ROOT,
     MOUNTPOINTS_FILE,
     NAME_RE,
@@ -176,12 +178,22 @@ def remove_runs(run_ids, say=log):
             raise LabError(f"could not remove {path}")
 
 
-def ensure_mountpoints(paths):
-    """Create missing mount point directories in the root fs, remembering which we created."""
+def ensure_mountpoints(paths, files=()):
+    """
+    Create missing mount points in the root fs (``paths``: directories, ``files``: empty files),
+    remembering which we created, so that release_mountpoints() removes exactly those.
+    """
     created = _read_mountpoints()
     for path in paths:
         if not os.path.exists(path):
             os.makedirs(path, mode=0o755)
+            if path not in created:
+                created.append(path)
+    for path in files:
+        if not os.path.lexists(path):
+            with open(path, "x"):
+                pass
+            os.chmod(path, 0o644)
             if path not in created:
                 created.append(path)
     if created:
@@ -204,11 +216,21 @@ def release_mountpoints(say=log):
         return
     for path in sorted(_read_mountpoints(), key=len, reverse=True):
         try:
+            if os.path.isfile(path) and not os.path.islink(path):
+                if os.path.getsize(path) == 0:
+                    os.unlink(path)
+                continue
             os.rmdir(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             say(f"leaving {path} in place: {exc.strerror}")
+    # an empty regular file at /dev/log is only ever the lab's mount point (a real one is a
+    # socket or a symlink), even if a run that did not record it created it
+    with contextlib.suppress(OSError):
+        st = os.lstat(DEVLOG)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            os.unlink(DEVLOG)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(MOUNTPOINTS_FILE)
     with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ PREFIX = "nhl"  # every netns and root-side link of a run is named nhl<run id>..
 RUN_ID_RE = re.compile(r"^[0-9a-f]{4}$")
 NAME_RE = re.compile(r"^nhl([0-9a-f]{4})")  # netns names and root-side link names
 MOUNTPOINTS_FILE = os.path.join(LAB_ROOT, "created-mountpoints.json")
+DEVLOG = "/dev/log"  # each host binds its own syslog socket here
 
 MGMT_NET = ipaddress.ip_network("198.51.100.0/24")
 SVC_NET = ipaddress.ip_network("203.0.113.0/24")

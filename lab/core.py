@@ -32,7 +32,7 @@ from .common import (
     sh,
     wait_for,
 )
-from .init import PRIVATE, private_dir
+from .init import DEVLOG, PRIVATE, private_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER_OCTET = 2
@@ -356,7 +356,7 @@ class Lab:
         try:
             with _cleanup.lock():
                 self._create_run_dir()
-                _cleanup.ensure_mountpoints([p for p, _ in PRIVATE])
+                _cleanup.ensure_mountpoints([p for p, _ in PRIVATE], files=[DEVLOG])
             if self._pillar_files is not None:
                 self.pillar_dir = os.path.join(self.run_dir, "pillar")
                 for rel, text in self._pillar_files.items():
@@ -640,6 +640,20 @@ class Lab:
                            f"--- stdout ---\n{_tail(proc.stdout)}\n--- stderr ---\n{_tail(proc.stderr)}")
         return proc.returncode, data
 
+    def logs(self, lines=30, paths=("/var/log/syslog", "/var/log/salt/master", "/var/log/salt/minion",
+                                    "/var/log/nginx/error.log")):
+        """Tails of the usual logs of every running host, as one string (for failure messages)."""
+        out = []
+        for host in self.hosts.values():
+            if not host.running:
+                out.append(f"===== {host.name}: powered off")
+                continue
+            for path in paths:
+                text = host.read_file(path, missing_ok=True)
+                if text:
+                    out.append(f"===== {host.name}:{path}\n{_tail(text, lines)}")
+        return "\n".join(out)
+
     # -- faults -----------------------------------------------------------------------------
     def set_link(self, name, net="svc", up=True, keep_carrier=False):
         """
@@ -726,9 +740,11 @@ class Lab:
             if self._closed or not self._started:
                 return
             self._closed = True
-            old_int = signal.getsignal(signal.SIGINT) if _main_thread() else None
-            if old_int is not None:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the teardown
+            saved = {}
+            if _main_thread():  # a second Ctrl-C / SIGTERM must not stop the teardown half-way
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    saved[sig] = signal.getsignal(sig)
+                    signal.signal(sig, signal.SIG_IGN)
             try:
                 t0 = time.monotonic()
                 running = [h for h in self.hosts.values() if h.running]
@@ -748,9 +764,9 @@ class Lab:
                         _cleanup.release_mountpoints()
                     log(f"run {self.run_id} removed ({time.monotonic() - t0:.1f}s)")
             finally:
+                for sig, handler in saved.items():
+                    signal.signal(sig, handler)
                 self._restore_signal_handlers()
-                if old_int is not None:
-                    signal.signal(signal.SIGINT, old_int)
                 with contextlib.suppress(Exception):
                     atexit.unregister(self.close)
 

@@ -12,19 +12,23 @@ so it runs in the host's own network, mount, PID and UTS namespaces. It
    ``<hostdir>/root``) over the real paths, overlays ``/usr/sbin`` to put a ``runlevel`` that
    prints ``N 2`` there, and hides ``systemctl`` behind ``/dev/null``, so that Salt picks its
    Debian (sysvinit) service module and really runs ``/etc/init.d`` scripts;
-4. writes ``<hostdir>/ready``;
-5. reaps orphans forever (daemons re-parent to it; unreaped zombies would fool pidfiles and
+4. binds a syslog socket of its own over ``/dev/log`` and appends every message to the host's
+   ``/var/log/syslog`` (keepalived logs only to syslog; the machine has no syslog daemon);
+5. writes ``<hostdir>/ready``;
+6. reaps orphans forever (daemons re-parent to it; unreaped zombies would fool pidfiles and
    ``ps``). On SIGTERM it sends SIGTERM to everything in the host, waits a short grace period,
    SIGKILLs the rest and exits (the kernel then kills whatever is left in the PID namespace).
 
 Only the standard library is used. Output goes to ``<hostdir>/init.log``.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -67,6 +71,9 @@ BOOT_DIRS = (
 )
 MODES = {"/tmp": 0o1777, "/run": 0o755}
 HOSTS_FILE = "hosts"  # <hostdir>/hosts is bound over /etc/hosts
+DEVLOG = "/dev/log"  # the host's syslog socket: PID 1 writes what arrives to /var/log/syslog (= common.DEVLOG)
+DEVLOG_SOCKET = "devlog"  # <hostdir>/devlog, bound over /dev/log
+SYSLOG_FILE = "/var/log/syslog"
 SYSTEMCTL = "/usr/bin/systemctl"
 SBIN = "/usr/sbin"
 RUNLEVEL_SCRIPT = "#!/bin/sh\n# nginx-ha lab: no systemd here; Debian's default runlevel\necho 'N 2'\n"
@@ -158,7 +165,41 @@ def setup(hostdir, hostname):
     _mount("overlay", SBIN, "overlay", 0, f"lowerdir={SBIN},upperdir={upper},workdir={work}")
     _mount("/dev/null", SYSTEMCTL, flags=MS_BIND)
 
+    sock = _syslog_socket(hostdir)
     os.chdir("/")
+    return sock
+
+
+def _syslog_socket(hostdir):
+    """A datagram socket bound over /dev/log (None, with a note, if /dev/log cannot be replaced)."""
+    target = os.path.realpath(DEVLOG)
+    try:
+        if not os.path.exists(target):
+            # e.g. /dev/log -> /run/systemd/journal/dev-log, which is now in the private /run; never
+            # create anything in a shared path (the lab creates a missing /dev/log beforehand)
+            if not any(target.startswith(p + "/") for p, _ in PRIVATE):
+                raise FileNotFoundError(errno.ENOENT, "missing (not created from inside a host)", target)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()
+        path = os.path.join(hostdir, DEVLOG_SOCKET)
+        if os.path.lexists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        _mount(path, target, flags=MS_BIND)
+    except OSError as exc:
+        print(f"[init] no syslog: {exc}", flush=True)
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def _syslog_line(data):
+    text = data.decode(errors="replace").rstrip("\n\0")
+    if text.startswith("<") and ">" in text[:5]:
+        text = text[text.index(">") + 1:]
+    return text + "\n"
 
 
 def _others():
@@ -204,23 +245,42 @@ def main(argv):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     try:
-        setup(hostdir, hostname)
+        sock = setup(hostdir, hostname)
     except Exception as exc:  # noqa: BLE001 - reported through init.log, the lab shows it
         print(f"[init {hostname}] setup failed: {exc!r}", flush=True)
         return 1
-    ready = os.path.join(hostdir, "ready")
-    with open(ready + ".tmp", "w") as fh:
+    ready_file = os.path.join(hostdir, "ready")
+    with open(ready_file + ".tmp", "w") as fh:
         json.dump({"hostname": hostname, "time": time.time()}, fh)
-    os.rename(ready + ".tmp", ready)
+    os.rename(ready_file + ".tmp", ready_file)
     print(f"[init {hostname}] ready", flush=True)
 
-    waited = {signal.SIGCHLD, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    # Signals wake the select() through the wakeup fd (no race between a check and the wait).
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    signal.set_wakeup_fd(wfd)
+    syslog = open(SYSLOG_FILE, "a", buffering=1) if sock else None
+    fds = [rfd] + ([sock] if sock else [])
     while not stop:
         _reap()
-        info = signal.sigtimedwait(waited, 5)
-        if info is not None and info.si_signo == signal.SIGTERM:
-            break
+        try:
+            ready, _, _ = select.select(fds, [], [], 5)
+        except InterruptedError:
+            continue
+        if rfd in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(rfd, 4096)
+        if sock in ready:
+            for _ in range(256):
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                try:
+                    syslog.write(_syslog_line(data))
+                except OSError:
+                    pass
     print(f"[init {hostname}] SIGTERM: stopping everything", flush=True)
     shutdown(grace)
     return 0

@@ -166,6 +166,13 @@ def test_runlevel_says_2_and_systemctl_is_hidden(lab):
     assert os.path.islink("/usr/sbin/runlevel")
 
 
+def test_each_host_has_its_own_syslog(lab):
+    lab.host("web-a").run("logger -t labtest syslog-probe-from-web-a", check=True)
+    assert wait(lambda: "labtest: syslog-probe-from-web-a" in (lab.host("web-a").read_file("/var/log/syslog")), 5)
+    assert "syslog-probe" not in (lab.host("web-b").read_file("/var/log/syslog", missing_ok=True) or "")
+    assert "syslog-probe-from-web-a" in lab.logs()
+
+
 def test_pid1_reaps_orphans(lab):
     host = lab.host("web-b")
     # sh exits at once; its background sleep is re-parented to PID 1
