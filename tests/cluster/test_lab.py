@@ -8,13 +8,14 @@ routes a lab range is tested on sample ``ip -j`` output (never by adding routes 
 import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
 
 from lab import Lab, LabError, check_root_netns
 from lab.cleanup import leftovers, processes
-from lab.common import netns_names, proc_starttime, root_links
+from lab.common import check_root_netns_live, netns_names, proc_starttime, root_links
 
 MINIONS = ("web-a", "web-b")
 TOP = "base:\n  '*':\n    - lab\n"
@@ -104,6 +105,19 @@ def test_hosts_have_their_names_addresses_and_no_default_route(lab):
     assert lab.host("web-a").addr("svc") == "203.0.113.11"
     with pytest.raises(LabError):
         lab.master.addr("svc")
+
+
+def test_root_side_links_have_no_address_and_no_route(lab):
+    links = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout)
+    mine = [link for link in links if link["ifname"].startswith(lab.prefix)]
+    assert len(mine) == 2 + sum(len(h.nets) for h in lab.hosts.values())  # bridges + one veth per link
+    for link in mine:
+        assert link["addr_info"] == [], link  # no IPv4, no IPv6 link-local
+        assert "NOARP" in link["flags"]
+    for family in ("-4", "-6"):
+        routes = subprocess.run(["ip", family, "route", "show", "table", "all"], capture_output=True, text=True).stdout
+        assert lab.prefix not in routes
+    check_root_netns_live()  # the lab itself never makes the root namespace fail its own check
 
 
 def test_hosts_have_their_own_namespaces(lab):
