@@ -174,3 +174,28 @@ def test_fleet_check_alerts_when_no_node_holds_a_vip(events_master, events_minio
     assert len(critical) == 2 and all(e.data["check"] == "fleet" for e in critical)
     again = events_master.salt_run_cli(timeout=120).run("nginx_ha_reactor.check_fleet", "timeout=20")
     assert again.data["alerted"] == []  # not repeated within fleet:realert
+
+
+def test_example_master_config_and_its_schedule(salt_factories, event_listener, tmp_path):
+    """conf/master.d/nginx_ha_reactor.conf: the reactor file exists, and its schedule runs the fleet check."""
+    import yaml
+
+    from tests.integration.conftest import REPO
+
+    example = yaml.safe_load((REPO / "conf" / "master.d" / "nginx_ha_reactor.conf").read_text())
+    (reaction,) = example["reactor"]
+    assert list(reaction) == ["nginx_ha/vrrp/*"]
+    assert all((REPO / "reactor" / os.path.basename(path)).is_file() for path in reaction["nginx_ha/vrrp/*"])
+    schedule = example["schedule"]
+    schedule["nginx_ha_fleet_check"]["seconds"] = 2
+    overrides = {
+        "interface": "127.0.0.1",
+        "runner_dirs": [str(REPO / "_runners")],
+        "nginx_ha_reactor": dict(example["nginx_ha_reactor"], webhook={}, state_file=str(tmp_path / "state.json")),
+        "schedule": schedule,
+    }
+    master = salt_factories.salt_master_daemon("nginx-ha-schedule-master", overrides=overrides)
+    with master.started():
+        after = time.time()
+        (ret,) = collect(event_listener, master.id, "__schedule_return", after, 1, timeout=30, where=lambda e: e.data.get("schedule") == "nginx_ha_fleet_check")[:1]
+    assert ret.data["fun"] == "nginx_ha_reactor.check_fleet" and ret.data["return"]["ok"] is True  # no cluster minions here

@@ -4,6 +4,7 @@ import os
 import stat
 import threading
 import time
+import types
 
 import pytest
 
@@ -296,3 +297,22 @@ def test_open_fifo_refuses_a_regular_file(tmp_path):
     path.write_text("")
     with pytest.raises(OSError, match="not a FIFO"):
         engine.open_fifo(str(path))
+
+
+def test_vips_from_node_config_when_not_configured(monkeypatch):
+    calls = []
+
+    def node_config():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("master unreachable")
+        return {"instances": [{"name": "VI_web", "virtual_ipaddress": [{"ip": "203.0.113.100"}]}]}
+
+    monkeypatch.setattr(engine, "__salt__", {"nginx_ha.node_config": node_config}, raising=False)
+    now = [1000.0]
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    resolve = engine._vips_resolver(None)
+    assert resolve("VI_web") == []  # not available: [] rather than blocking
+    assert resolve("VI_web") == [] and len(calls) == 1  # not retried at once
+    now[0] += 61
+    assert resolve("VI_web") == ["203.0.113.100"] and resolve("VI_other") == [] and len(calls) == 2
