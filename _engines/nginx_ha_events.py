@@ -31,6 +31,7 @@ restarted once to start an engine)::
           buffer_size: 1000                  # events kept while the master is unreachable
           send_timeout: 5                    # seconds per delivery attempt
           backoff_max: 30                    # longest pause between attempts
+          sign: true                         # sign with the minion key (the reactor requires it)
 
 Why the signature: Salt's ``_minion_event`` request also accepts a batch (``events``) whose
 entries the master fires with whatever data the minion wrote, so a compromised minion can put
@@ -467,7 +468,13 @@ def start(
     saved = store.load()
     tracker = Tracker(saved["states"], saved["next_seq"])
     vips_of = _vips_resolver(vips)
-    signer = Signer(os.path.join(opts["pki_dir"], "minion.pem"), opts["id"]) if sign else None
+    signer = None
+    if sign:
+        try:
+            signer = Signer(os.path.join(opts["pki_dir"], "minion.pem"), opts["id"])
+        except (OSError, ValueError) as exc:
+            # Still forward (other consumers of the bus), but the reactor will not act on them.
+            log.error("nginx_ha_events: cannot load the minion key to sign events (%s); sending them unsigned", exc)
 
     def prepare(tag, data):
         data = dict(data)
