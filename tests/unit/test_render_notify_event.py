@@ -1,0 +1,68 @@
+"""notify_event.sh: what it runs for each keepalived notify call (salt-call replaced by a recorder)."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.support import formula
+
+RECORDER = """#!/bin/sh
+for arg in "$@"; do printf '%s\\n' "$arg"; done > "$(dirname "$0")/argv"
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    recorder = tmp_path / "salt call"  # a space in the path: it must be quoted
+    recorder.write_text(RECORDER)
+    recorder.chmod(0o755)
+    pillar = formula.example_pillar()
+    pillar["events"] = {"notify_script": True, "notify_script_timeout": 7, "salt_call": str(recorder), "salt_config_dir": "/etc/salt dir"}
+    path = tmp_path / "notify_event.sh"
+    path.write_text(formula.render("notify_event.sh.jinja", node=formula.node_view(pillar, "web-a")))
+    path.chmod(0o755)
+
+    def run(*args):
+        argv = tmp_path / "argv"
+        if argv.exists():
+            argv.unlink()
+        proc = subprocess.run([str(path), *args], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return argv.read_text().splitlines() if argv.exists() else None
+
+    run.text = path.read_text()
+    return run
+
+
+def test_renders_a_posix_shell_script(script, tmp_path):
+    assert script.text.startswith("#!/bin/sh\n# Managed by Salt (nginx_ha formula) on web-a.")
+    assert subprocess.run(["sh", "-n", str(tmp_path / "notify_event.sh")]).returncode == 0
+    assert "exec timeout '7' " in script.text
+
+
+def test_sends_the_transition(script):
+    assert script("INSTANCE", "VI_web", "MASTER", "100") == [
+        "-c", "/etc/salt dir", "--log-level=quiet", "event.send", "nginx_ha/vrrp/VI_web/master",
+        "instance=VI_web", "state=MASTER", "priority=100", "source=notify_script",
+    ]
+    assert script("INSTANCE", "VI_web", "FAULT", "0")[4] == "nginx_ha/vrrp/VI_web/fault"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("GROUP", "G1", "MASTER", "100"),
+        ("INSTANCE", "VI_web", "MASTER_RX_LOWER_PRI", "100"),
+        ("INSTANCE", "VI_web;touch /tmp/x", "MASTER", "100"),
+        ("INSTANCE", "$(id)", "FAULT", "100"),
+        ("INSTANCE", "", "FAULT", "100"),
+    ],
+)
+def test_ignores_what_is_not_a_plain_instance_transition(script, args):
+    assert script(*args) is None
+
+
+def test_odd_priority_is_dropped_not_passed_on(script):
+    assert "priority=null" in script("INSTANCE", "VI_web", "BACKUP", "1; reboot")
+    assert "priority=null" in script("INSTANCE", "VI_web", "BACKUP")
