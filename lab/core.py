@@ -51,6 +51,12 @@ MINION_DEFAULTS = {
     "recon_default": 500,
     "recon_max": 2000,
     "recon_randomize": False,
+    # notice a vanished master (power_off/power_on of the master host, a cut management link)
+    # within seconds: without it the minion waits on a dead TCP connection for hours
+    "tcp_keepalive": True,
+    "tcp_keepalive_idle": 2,
+    "tcp_keepalive_cnt": 3,
+    "tcp_keepalive_intvl": 1,
     "return_retry_timer": 1,
     "return_retry_timer_max": 2,
     "enable_fqdns_grains": False,
@@ -61,6 +67,10 @@ MINION_DEFAULTS = {
 }
 MASTER_DEFAULTS = {
     "auto_accept": True,
+    "tcp_keepalive": True,
+    "tcp_keepalive_idle": 2,
+    "tcp_keepalive_cnt": 3,
+    "tcp_keepalive_intvl": 1,
     "user": "root",
     "worker_threads": 3,
     "log_level": "warning",
@@ -569,8 +579,13 @@ class Lab:
         pending = set(names)
         last = None
         while pending and time.monotonic() < deadline:
-            proc = self.master.run(["salt", "-L", ",".join(sorted(pending)), "test.ping", "--out", "json",
-                                    "--static", "-t", "3"], timeout=30)
+            # a minion that is not connected yet costs -t plus the master's gather_job_timeout
+            # (10 s) before salt gives up: stop waiting after 5 s and ask again instead
+            try:
+                proc = self.master.run(["salt", "-L", ",".join(sorted(pending)), "test.ping", "--out", "json",
+                                        "--static", "-t", "3"], timeout=5)
+            except CommandTimeout:
+                continue
             last = proc
             data = _parse_json(proc.stdout)
             if isinstance(data, dict):

@@ -291,6 +291,13 @@ def test_power_off_and_on(lab):
     assert lab.salt("*", "test.ping") == {"web-a": True, "web-b": True}
 
 
+def test_minions_come_back_after_the_master_power_cycles(lab):
+    lab.power_off("master")
+    lab.power_on("master")  # same keys (its /etc/salt is on "disk"), new AES session key
+    lab.wait_minions(timeout=40)
+    assert lab.salt("*", "test.ping") == {"web-a": True, "web-b": True}
+
+
 def test_start_time_is_reasonable(lab):
     assert lab.start_seconds < 45, lab.timings
     t0 = time.monotonic()
