@@ -66,3 +66,29 @@ def test_ignores_what_is_not_a_plain_instance_transition(script, args):
 def test_odd_priority_is_dropped_not_passed_on(script):
     assert "priority=null" in script("INSTANCE", "VI_web", "BACKUP", "1; reboot")
     assert "priority=null" in script("INSTANCE", "VI_web", "BACKUP")
+
+
+def _keepalived_files(node):
+    lookup = node["lookup"]
+    script_dir = lookup["keepalived"]["script_dir"]
+    files = {
+        lookup["keepalived"]["config"]: (formula.render("keepalived.conf.jinja", node=node), 0o644),
+        script_dir + "/check_nginx.sh": (formula.render("check_nginx.sh.jinja", node=node), 0o755),
+    }
+    files[script_dir + "/notify_event.sh"] = (formula.render("notify_event.sh.jinja", node=node), 0o755)
+    return files
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="keepalived -t in a private namespace needs root")
+def test_keepalived_accepts_the_config_with_the_notify_script():
+    """(keepalived -t does not check notify scripts at all, even missing or world-writable ones:
+    their root:root 0755 comes from the file.managed state in scripts.sls.)"""
+    from tests.support import sandbox
+
+    pillar = formula.example_pillar()
+    pillar["events"] = {"notify_script": True}
+    node = formula.node_view(pillar, "web-a")
+    text = formula.render("keepalived.conf.jinja", node=node)
+    assert f'notify "{node["lookup"]["keepalived"]["script_dir"]}/notify_event.sh"' in text
+    res = sandbox.run_checked(_keepalived_files(node), ["keepalived", "-t", "-f", node["lookup"]["keepalived"]["config"]])
+    assert res.returncode == 0, res.stdout + res.stderr
