@@ -50,6 +50,9 @@ def test_state_writes_the_engine_config(events_minions, events_dir):
     assert engine["nginx_ha_events"]["vips"] == {"VI_api": ["203.0.113.101"], "VI_web": ["203.0.113.100"]}
     assert engine["nginx_ha_events"]["backoff_max"] == EVENTS_PILLAR["events"]["backoff_max"]
     assert oct(os.stat(events_dir / "ev-a.fifo").st_mode & 0o777) == "0o600"
+    # applied again: nothing changes, so nothing would restart the minion
+    ret = minion.salt_call_cli().run("state.sls", "nginx_ha.events")
+    assert ret.returncode == 0 and all(r["result"] is True and not r["changes"] for r in ret.data.values()), ret.data
 
 
 def test_restart_of_the_minion_is_part_of_the_state(events_minions):
