@@ -7,7 +7,8 @@ whose ``owner.json`` names the owning process (PID + start time). A run is *dead
 process is gone; everything of a dead run, and anything with the prefix but no run directory, is
 a leftover. The mount points the lab had to create in the root file system (``/etc/salt``,
 ``/var/cache/salt``, ``/var/lib/keepalived``, an empty ``/dev/log`` file, when they did not exist)
-are removed again, when empty, once no run is alive.
+are removed again, when empty, once no run is alive; so is ``/run/netns`` (which ``ip netns add``
+creates and bind-mounts on itself) when it did not exist before the lab.
 
 ``--all`` also removes live runs (only when you know their owner is stuck); ``--check`` only
 lists leftovers and exits 1 if there are any.
@@ -26,6 +27,7 @@ import time
 
 from .common import (
     DEVLOG,
+    NETNS_DIR,
     LAB_ROOT,
     MOUNTPOINTS_FILE,
     NAME_RE,
@@ -184,6 +186,9 @@ def ensure_mountpoints(paths, files=()):
     remembering which we created, so that release_mountpoints() removes exactly those.
     """
     created = _read_mountpoints()
+    if not os.path.lexists(NETNS_DIR) and NETNS_DIR not in created:
+        # `ip netns add` will create it and bind-mount it on itself: ours to undo at the end
+        created.append(NETNS_DIR)
     for path in paths:
         if not os.path.exists(path):
             os.makedirs(path, mode=0o755)
@@ -210,11 +215,35 @@ def _read_mountpoints():
         return []
 
 
+def _is_mountpoint(path):
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == path for line in fh)
+
+
+def _release_netns_dir(say):
+    """Undo what `ip netns add` did to a /run/netns that did not exist before the lab (if empty)."""
+    try:
+        if os.listdir(NETNS_DIR):
+            say(f"leaving {NETNS_DIR} in place: not empty")
+            return
+    except FileNotFoundError:
+        return
+    while _is_mountpoint(NETNS_DIR):  # (os.path.ismount misses bind mounts within one fs)
+        if sh(["umount", NETNS_DIR], check=False).returncode != 0:
+            say(f"leaving {NETNS_DIR} mounted: umount failed")
+            return
+    with contextlib.suppress(OSError):
+        os.rmdir(NETNS_DIR)
+
+
 def release_mountpoints(say=log):
     """Once no run is alive: rmdir the mount points we created (if still empty), tidy LAB_ROOT."""
     if live_runs():
         return
     for path in sorted(_read_mountpoints(), key=len, reverse=True):
+        if path == NETNS_DIR:
+            _release_netns_dir(say)
+            continue
         try:
             if os.path.isfile(path) and not os.path.islink(path):
                 if os.path.getsize(path) == 0:

@@ -13,6 +13,7 @@ PREFIX = "nhl"  # every netns and root-side link of a run is named nhl<run id>..
 RUN_ID_RE = re.compile(r"^[0-9a-f]{4}$")
 NAME_RE = re.compile(r"^nhl([0-9a-f]{4})")  # netns names and root-side link names
 MOUNTPOINTS_FILE = os.path.join(LAB_ROOT, "created-mountpoints.json")
+NETNS_DIR = "/run/netns"  # iproute2's named network namespaces
 DEVLOG = "/dev/log"  # each host binds its own syslog socket here
 
 MGMT_NET = ipaddress.ip_network("198.51.100.0/24")
@@ -86,7 +87,7 @@ def live_runs():
 
 def netns_names():
     try:
-        return sorted(os.listdir("/run/netns"))
+        return sorted(os.listdir(NETNS_DIR))
     except FileNotFoundError:
         return []
 
