@@ -218,7 +218,7 @@ def test_notify_script_path(events_master, events_minions, event_listener, tmp_p
     canary = tmp_path / "pwned"
     for args in (["INSTANCE", f"VI_api;touch {canary}", "MASTER", "100"], ["INSTANCE", "VI_api", "MASTER", f"1$(touch {canary})"], ["GROUP", "G", "MASTER", "1"]):
         subprocess.run([str(script), *args], timeout=90, check=True)
-    (event,) = vrrp(event_listener, events_master, after, 1, node="ev-b")
+    event = vrrp(event_listener, events_master, after, 1, node="ev-b")[0]
     assert event.tag == "nginx_ha/vrrp/VI_api/master"
     payload = {k: v for k, v in event.data["data"].items() if not k.startswith("__pub_")}  # salt-call adds __pub_*
     assert payload == {"instance": "VI_api", "state": "MASTER", "priority": 100, "source": "notify_script"}
