@@ -345,12 +345,27 @@ def open_fifo(path):
     return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
-def read_fifo(fd, on_line, stop_event, poll=0.5):
-    """Read lines from ``fd`` until ``stop_event``; hand each complete line to ``on_line``."""
+def _same_file(path, fd):
+    try:
+        st, fst = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def read_fifo(fd, on_line, stop_event, poll=0.5, path=None):
+    """
+    Read lines from ``fd`` until ``stop_event``; hand each complete line to ``on_line``. Returns
+    early when ``path`` no longer names the FIFO ``fd`` reads (removed or replaced), so the caller
+    reopens it: keepalived writes to whatever the path names when it (re)starts.
+    """
     buf = b""
     while not stop_event.is_set():
         ready, _, _ = select.select([fd], [], [], poll)
         if not ready:
+            if path is not None and not _same_file(path, fd):
+                log.warning("nginx_ha_events: %s was removed or replaced; reopening", path)
+                return
             continue
         try:
             chunk = os.read(fd, 65536)
@@ -503,7 +518,7 @@ def start(
                 forwarder.stop_event.wait(5)
                 continue
             try:
-                read_fifo(fd, forwarder.put_line, forwarder.stop_event)
+                read_fifo(fd, forwarder.put_line, forwarder.stop_event, path=fifo)
             except OSError as exc:
                 log.error("nginx_ha_events: reading %s failed: %s; reopening", fifo, exc)
             finally:

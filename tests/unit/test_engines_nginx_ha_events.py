@@ -292,6 +292,26 @@ def test_fifo_created_0600_and_survives_writer_restarts(tmp_path):
         os.close(fd)
 
 
+def test_reader_returns_when_the_fifo_is_removed_so_it_is_reopened(tmp_path):
+    path = str(tmp_path / "notify.fifo")
+    fd = engine.open_fifo(path)
+    stop = threading.Event()
+    reader = threading.Thread(target=engine.read_fifo, args=(fd, lambda line: None, stop), kwargs={"poll": 0.05, "path": path}, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.2)
+        assert reader.is_alive()
+        os.unlink(path)
+        reader.join(2)
+        assert not reader.is_alive()
+        fd2 = engine.open_fifo(path)  # what the engine's loop does next: a fresh FIFO at the path
+        assert stat.S_ISFIFO(os.stat(path).st_mode)
+        os.close(fd2)
+    finally:
+        stop.set()
+        os.close(fd)
+
+
 def test_open_fifo_refuses_a_regular_file(tmp_path):
     path = tmp_path / "notify.fifo"
     path.write_text("")
