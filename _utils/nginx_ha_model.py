@@ -362,6 +362,16 @@ def validate(config):
             _check_bool(errors, _key("events", flag), events[flag])
     if "notify_script_timeout" in events:
         _check_int(errors, _key("events", "notify_script_timeout"), events["notify_script_timeout"], 1, 300)
+    if "restart_minion" in events:
+        _check_bool(errors, _key("events", "restart_minion"), events["restart_minion"])
+    for name, low, high in (("buffer_size", 1, 1000000), ("send_timeout", 1, 300), ("backoff_max", 1, 3600)):
+        if events.get(name) is not None:
+            _check_int(errors, _key("events", name), events[name], low, high)
+    for name in ("salt_call", "salt_config_dir", "spool"):
+        value = events.get(name)
+        # Rendered shell-quoted (notify script) or as YAML data (engine config): only line breaks are unsafe.
+        if value is not None and (not isinstance(value, str) or not value or any(c in value for c in "\n\r\0")):
+            errors.append(f"{_key('events', name)}: {value!r} is not a path on one line")
     return errors
 
 

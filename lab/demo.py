@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from lab import Lab
+from lab import MINION_RESTART_CMD, Lab
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIP = "203.0.113.100"
@@ -25,6 +25,7 @@ NODES = ("web-a", "web-b")
 PILLAR = {
     "nginx_ha": {
         "pkg_refresh": False,
+        "events": {"minion_restart_cmd": MINION_RESTART_CMD},
         "vrrp_instances": {
             "VI_web": {
                 "interface": "eth0",
@@ -96,6 +97,9 @@ def main():
                 detail(f"{node}: {len(ret)} states, {len(changed)} changed, {len(bad)} failed ({time.monotonic() - start:.1f}s)")
                 if bad:
                     raise SystemExit(f"demo: state.apply failed on {node}: {bad}")
+            detail("the runs (re)started the minions to load the nginx_ha_events engine; waiting for them")
+            time.sleep(3)
+            lab.wait_minions(list(NODES))
             wait_until(lambda: holders(lab) == ["web-a"], 15)
             show(lab)
 

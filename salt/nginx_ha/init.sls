@@ -6,5 +6,6 @@ include:
   - nginx_ha.scripts
   - nginx_ha.nginx
   - nginx_ha.keepalived
+  - nginx_ha.events
   - nginx_ha.service
   - nginx_ha.grains

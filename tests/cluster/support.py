@@ -5,6 +5,8 @@ import time
 
 import yaml
 
+from lab import MINION_RESTART_CMD
+
 VIP = "203.0.113.100"
 VIP_URL = f"http://{VIP}/"
 
@@ -19,7 +21,19 @@ def base_pillar(**instance_overrides):
     }
     instance.update(instance_overrides)
     # The lab hosts have no network beyond the lab: never refresh the package database there.
-    return {"pkg_refresh": False, "vrrp_instances": {"VI_web": instance}}
+    # Lab minions run as `salt-minion -d`, not as an init service: restart them the same way.
+    return {"pkg_refresh": False, "events": {"minion_restart_cmd": MINION_RESTART_CMD}, "vrrp_instances": {"VI_web": instance}}
+
+
+def apply(lab, node, *args, timeout=300):
+    """state.apply nginx_ha on one node; waits for the minion to come back when the run restarted it."""
+    ret = lab.salt(node, "state.apply", "nginx_ha", *args, timeout=timeout)
+    if isinstance(ret, dict) and any(
+        v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values()
+    ):
+        time.sleep(3)
+        lab.wait_minions([node])
+    return ret
 
 
 def write_pillar(pillar_dir, pillar):

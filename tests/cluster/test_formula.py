@@ -15,6 +15,7 @@ import pytest
 
 from lab import Lab
 from tests.cluster.support import (
+    apply,
     Poller,
     base_pillar,
     changed,
@@ -57,10 +58,6 @@ def set_pillar(lab, pillar_dir, pillar):
     write_pillar(pillar_dir, pillar)
     for node in NODES:
         lab.salt(node, "saltutil.refresh_pillar", "wait=True", timeout=60)
-
-
-def apply(lab, node, *args, timeout=300):
-    return lab.salt(node, "state.apply", "nginx_ha", *args, timeout=timeout)
 
 
 def apply_all(lab, *args):

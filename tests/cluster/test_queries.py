@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from lab import Lab
-from tests.cluster.support import VIP, Poller, base_pillar, failed, served_by, vip_holders, wait_for, write_pillar
+from tests.cluster.support import VIP, apply, Poller, base_pillar, failed, served_by, vip_holders, wait_for, write_pillar
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +34,7 @@ def lab():
             for node in NODES:
                 lab.salt(node, "saltutil.sync_all", timeout=120)
             for node in NODES:
-                ret = lab.salt(node, "state.apply", "nginx_ha", timeout=300)
+                ret = apply(lab, node)
                 assert failed(ret) == {}, (node, failed(ret))
             wait_for(lambda: vip_holders(lab) == ["web-a"], 15, what="VIP on web-a")
             yield lab
@@ -129,7 +129,7 @@ def test_silent_node_is_listed(lab):
     finally:
         lab.power_on("web-b")
     for node in ("web-b",):
-        ret = lab.salt(node, "state.apply", "nginx_ha", timeout=300)
+        ret = apply(lab, node)
         assert failed(ret) == {}
     wait_for(lambda: status_of(lab, "web-b")["state"] == "BACKUP", 15, what="web-b BACKUP again")
 
