@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-integration test-cluster lab-clean
+.PHONY: setup demo test test-unit test-integration test-cluster lab-clean bench
 
 setup:
 	@bash scripts/setup.sh
@@ -27,3 +27,8 @@ test-cluster: setup
 # Remove what an interrupted lab run may have left (namespaces, links, processes).
 lab-clean: setup
 	$(PY) -m lab.cleanup
+
+# Failover benchmark: our defaults vs the tutorial's setup on the same lab (as root; ~12 min).
+# Results in bench-results/ (results.json, one PNG timeline per scenario). BENCH_TRIALS=18 for more trials.
+bench: setup
+	$(PY) -m bench

@@ -263,6 +263,29 @@ def _validate_check(errors, check):
         _check_int(errors, f"{key}:weight", check["weight"], -253, 253)
     if "track_process" in check:
         _check_bool(errors, f"{key}:track_process", check["track_process"])
+    _validate_watcher(errors, check.get("watcher"))
+
+
+_ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
+
+
+def _validate_watcher(errors, watcher):
+    """``check:watcher``: the fast health watcher (seconds may be fractions)."""
+    key = _key("check", "watcher")
+    watcher = _mapping(errors, key, watcher)
+    if "enabled" in watcher:
+        _check_bool(errors, f"{key}:enabled", watcher["enabled"])
+    for name in ("interval", "retry_interval", "timeout"):
+        if name in watcher:
+            _check_number(errors, f"{key}:{name}", watcher[name], 0.01, 60)
+    for name in ("fall", "rise"):
+        if name in watcher:
+            _check_int(errors, f"{key}:{name}", watcher[name], 1, 1000)
+    for name in ("python", "state_file"):
+        if name in watcher and (not isinstance(watcher[name], str) or not _ABS_PATH.match(watcher[name])):
+            errors.append(f"{key}:{name}: {watcher[name]!r} is not an absolute path")
+    if "package" in watcher and watcher["package"] is not None:
+        _check_token(errors, f"{key}:package", watcher["package"])
 
 
 def _validate_listen(errors, key, value):

@@ -4,6 +4,7 @@ include:
   - nginx_ha.package
   - nginx_ha.sysctl
   - nginx_ha.scripts
+  - nginx_ha.watcher
   - nginx_ha.nginx
   - nginx_ha.keepalived
   - nginx_ha.events

@@ -62,7 +62,7 @@ CASES = {
         lambda p: (inst(p).update(unicast=True), inst(p)["nodes"].pop("web-b"), p.update(nodes={"web-a": {"unicast_src_ip": "203.0.113.11"}})),
         "unicast needs at least two nodes (peers would be empty)",
     ),
-    "subsecond advert on v2": (lambda p: inst(p).update(advert_int=0.5), "advert_int: 0.5 needs version: 3"),
+    "subsecond advert on v2": (lambda p: inst(p).update(advert_int=0.5, version=2), "advert_int: 0.5 needs version: 3"),
     "nopreempt not bool": (lambda p: inst(p).update(nopreempt="yes"), "nginx_ha:vrrp_instances:VI_web:nopreempt: 'yes' is not true or false"),
     "config injection in option": (
         lambda p: inst(p).update(options={"garp_master_delay": "1\n}\nvrrp_script x {"}),

@@ -1,0 +1,1 @@
+"""Failover benchmark of nginx-ha's defaults against the tutorial's setup (`make bench`, see __main__)."""

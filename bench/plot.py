@@ -1,0 +1,88 @@
+"""One PNG timeline per scenario: every request of every trial, coloured by the node that answered."""
+
+import os
+
+from . import scenarios
+
+COLORS = {"web-a": "#1f77b4", "web-b": "#2ca02c"}
+FAIL = "#d62728"
+OTHER = "#7f7f7f"
+
+
+def _panel(ax, trials, origin_key, title, xmax):
+    ax.set_title(title, fontsize=9, loc="left")
+    if not trials:
+        ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", color=OTHER)
+        ax.set_yticks([])
+        return
+    for row, trial in enumerate(trials):
+        shift = trial[origin_key] - trial["t_fault"]
+        xs = {}
+        for t, dt, ok, node in trial["samples"]:
+            x = t - shift
+            if x < -1.0 or x > xmax:
+                continue
+            key = node if ok else "failed"
+            xs.setdefault(key, []).append(x)
+        for key, values in xs.items():
+            color = FAIL if key == "failed" else COLORS.get(key, OTHER)
+            marker = "x" if key == "failed" else "|"
+            ax.scatter(values, [row] * len(values), s=14 if key == "failed" else 30, c=color, marker=marker,
+                       linewidths=1.0)
+        if origin_key == "t_fault":
+            ax.plot([trial["t_repair"] - trial["t_fault"]], [row], marker="v", color="black", markersize=5)
+    ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(trials)))
+    ax.set_yticklabels([f"#{t['trial']}" for t in trials], fontsize=7)
+    ax.set_ylim(-0.7, len(trials) - 0.3)
+    ax.set_xlim(-1.0, xmax)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def draw(results, out_dir):
+    """Write <out_dir>/timeline-<scenario>.png for every scenario; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    trials = results["trials"]
+    for name in scenarios.ORDER:
+        if name == scenarios.FAILBACK:
+            origin, label = "t_repair", "s since the repair of web-a"
+            chosen = {p: [t for t in trials if t["profile"] == p and t.get("failback", {}).get("moved")]
+                      for p in ("ours", "baseline")}
+        else:
+            origin, label = "t_fault", ("s since `maintenance on`" if name == "maintenance" else "s since the fault")
+            chosen = {p: [t for t in trials if t["profile"] == p and t["scenario"] == name] for p in ("ours", "baseline")}
+        if not any(chosen.values()):
+            continue
+        xmax = 1.0
+        for group in chosen.values():
+            for t in group:
+                shift = t[origin] - t["t_fault"]
+                xmax = max(xmax, min(14.0, t["t_end"] - t["t_fault"] - shift))
+        fig, axes = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
+        for ax, profile in zip(axes, ("ours", "baseline")):
+            group = chosen[profile]
+            if name == scenarios.FAILBACK:
+                group = [dict(t, t_fault=t["t_fault"]) for t in group]
+            title = f"{profile}" + ("" if group or name != "maintenance" else " (the tutorial has no planned switchover)")
+            _panel(ax, group, origin, title, xmax)
+        axes[-1].set_xlabel(label)
+        handles = [Line2D([], [], color=COLORS["web-a"], marker="|", linestyle="", markersize=9, label="answered by web-a"),
+                   Line2D([], [], color=COLORS["web-b"], marker="|", linestyle="", markersize=9, label="answered by web-b"),
+                   Line2D([], [], color=FAIL, marker="x", linestyle="", label="failed request")]
+        if origin == "t_fault" and name != "maintenance":
+            handles.append(Line2D([], [], color="black", marker="v", linestyle="", label="repair of web-a"))
+        fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles))
+        fig.suptitle(scenarios.TITLES.get(name, name), fontsize=10, x=0.01, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        path = os.path.join(out_dir, f"timeline-{name}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

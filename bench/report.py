@@ -1,0 +1,169 @@
+"""Summaries, targets, the printed table and results.json of the failover benchmark."""
+
+import json
+import os
+
+from . import scenarios, stats
+
+PROFILES = ("ours", "baseline")
+# Targets for our defaults (issue 5): (scenario, statistic, limit, text)
+TARGETS = (
+    ("crash", "outage_p95", 0.3, "crash: outage p95 < 300 ms"),
+    ("hang", "outage_p95", 1.0, "hang: outage p95 < 1 s"),
+    ("broken", "outage_p95", 1.0, "broken: outage p95 < 1 s"),
+    ("host_death", "outage_p95", 1.0, "host death: outage p95 < 1 s"),
+    ("failback", "failed_total", 0, "failback: 0 failed requests"),
+    ("maintenance", "failed_total", 0, "planned switchover: 0 failed requests"),
+    ("apply", "idempotent_wall", 3.0, "idempotent state.apply (1 instance) < 3 s"),
+)
+EVENT_SLOT = "transition_to_master_event"  # results.json key of the event-latency slot
+
+
+def failback_trials(trials):
+    """The failback 'trials': repair phases of fault trials in which the VIP had moved to web-b."""
+    out = []
+    for t in trials:
+        fb = t.get("failback")
+        if t["scenario"] in ("crash", "hang", "broken", "host_death") and fb and fb.get("moved"):
+            out.append({"profile": t["profile"], "from": t["scenario"], "trial": t["trial"], "failed": fb["failed"],
+                        "outage": None, "seconds": fb["seconds"], "recovered": fb["completed"]})
+    return out
+
+
+def summarize(results):
+    trials = results["trials"]
+    summary = {}
+    for name in scenarios.ORDER:
+        summary[name] = {}
+        for profile in PROFILES:
+            if name == scenarios.FAILBACK:
+                chosen = [t for t in failback_trials(trials) if t["profile"] == profile]
+                if not chosen:
+                    summary[name][profile] = None
+                    continue
+                s = stats.summarize_trials(chosen)
+                s["failback_seconds"] = stats.summarize([t["seconds"] for t in chosen])
+                s["from"] = sorted({t["from"] for t in chosen})
+            else:
+                chosen = [t for t in trials if t["profile"] == profile and t["scenario"] == name]
+                if not chosen:
+                    summary[name][profile] = None
+                    continue
+                s = stats.summarize_trials(chosen)
+                if name == "maintenance":
+                    s["switch_seconds"] = stats.summarize([t["switch_seconds"] for t in chosen])
+                    s["back_seconds"] = stats.summarize([t["back_seconds"] for t in chosen])
+                else:
+                    s["failed_over"] = sum(1 for t in chosen if t.get("failed_over"))
+            summary[name][profile] = s
+    return summary
+
+
+def check_targets(summary, apply_results):
+    out = []
+    for scenario, stat, limit, text in TARGETS:
+        value = None
+        if scenario == "apply":
+            one = next((a for a in apply_results or [] if a["instances"] == 1), None)
+            value = one["idempotent"]["wall"] if one and one.get("idempotent") else None
+            met = value is not None and value < limit
+        else:
+            s = (summary.get(scenario) or {}).get("ours")
+            if s is None:
+                met = None
+            elif stat == "outage_p95":
+                value = s["outage"]["p95"]
+                met = value is not None and value < limit and s["not_recovered"] == 0
+            else:
+                value = s["failed_total"]
+                met = value == limit
+        out.append({"target": text, "value": value, "met": met})
+    return out
+
+
+def _ms(v):
+    if v is None:
+        return "-"
+    return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+
+
+def _outage_cells(s):
+    if s is None:
+        return ["n/a"] * 4
+    o = s["outage"]
+    nr = s["not_recovered"]
+    cells = [_ms(o["median"]), _ms(o["p95"]), _ms(o["max"])]
+    if nr:
+        cells = [f">={c}" if c != "-" else c for c in cells]
+    f = s["failed"]
+    cells.append(f"{f['median']:.0f} / {f['max']:.0f}" if f["n"] else "-")
+    return cells
+
+
+def table(results):
+    summary = results["summary"]
+    lines = []
+    head = ("scenario", "profile", "trials", "outage median", "p95", "max", "failed req med / max", "notes")
+    rows = [head]
+    for name in scenarios.ORDER:
+        for profile in PROFILES:
+            s = summary[name].get(profile)
+            if name == "maintenance" and profile == "baseline":
+                rows.append((name, profile, "-", "n/a", "n/a", "n/a", "n/a", "the tutorial has no planned switchover"))
+                continue
+            if s is None:
+                rows.append((name, profile, "0", "-", "-", "-", "-", "not run"))
+                continue
+            notes = []
+            if s["not_recovered"]:
+                notes.append(f"{s['not_recovered']}/{s['trials']} never recovered (censored at the window)")
+            if name == scenarios.FAILBACK:
+                notes.append(f"VIP back after {_ms(s['failback_seconds']['median'])} (median), from {', '.join(s['from'])}")
+                notes.append(f"total failed {s['failed_total']}")
+            elif name == "maintenance":
+                notes.append(f"switch {_ms(s['switch_seconds']['median'])}, back {_ms(s['back_seconds']['median'])} "
+                             f"(incl. salt CLI); total failed {s['failed_total']}")
+            else:
+                notes.append(f"VIP moved in {s['failed_over']}/{s['trials']}")
+            cells = _outage_cells(s)
+            if name == scenarios.FAILBACK:
+                cells[:3] = ["-", "-", "-"]
+            rows.append((name, profile, str(s["trials"]), *cells, "; ".join(notes)))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head) - 1)]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 5)
+    ev = results.get(EVENT_SLOT) or {}
+    if ev.get("median") is not None:
+        lines.append(f"\ntransition -> event on master bus (ours): median {_ms(ev['median'])}, p95 {_ms(ev.get('p95'))}, "
+                     f"max {_ms(ev.get('max'))} (n={ev.get('n')})")
+    else:
+        lines.append(f"\ntransition -> event on master bus (ours): {ev.get('status', 'n/a')}")
+    if results.get("apply"):
+        lines.append("\nstate.apply nginx_ha on web-a, wall time of `salt web-a state.apply` (time the states took):")
+        lines.append("  instances  first run            idempotent run")
+        for a in results["apply"]:
+            first = a.get("first") or {}
+            idem = a.get("idempotent") or {}
+            lines.append(f"  {a['instances']:>9}  {_s(first):19s}  {_s(idem)}")
+    if results.get("targets"):
+        lines.append("\ntargets for our defaults:")
+        for t in results["targets"]:
+            mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+            value = t["value"]
+            shown = "-" if value is None else (f"{value}" if isinstance(value, int) else _ms(value))
+            lines.append(f"  [{mark:^12s}] {t['target']} (measured: {shown})")
+    return "\n".join(lines)
+
+
+def _s(a):
+    if not a:
+        return "-"
+    return f"{a['wall']:.1f} s ({a['states']:.1f} s)"
+
+
+def write_json(results, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1, default=str)

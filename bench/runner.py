@@ -1,0 +1,281 @@
+"""
+Runs the benchmark on one lab: trials of every scenario for every profile, then state.apply timings.
+
+Each fault trial: wait for the steady state (web-a holds the VIP and answers, web-b is ready),
+start the client poller, inject the fault on web-a, watch until the client has seen answers
+again for ``settle`` seconds (or the scenario's window ends: not recovered), repair web-a, watch
+the VIP come back (failback), stop the poller and keep its samples.
+"""
+
+import importlib
+import os
+import secrets
+import sys
+import time
+
+from . import profiles, scenarios, stats
+
+POLL_INTERVAL = 0.02
+POLL_TIMEOUT = 0.25
+MIN_WINDOW = 3.0  # seconds after a fault a trial watches at least (late flaps show up)
+SETTLE = 2.0  # seconds of uninterrupted answers that end the fault phase
+FAILBACK_SETTLE = 1.5  # seconds of answers by web-a (with the VIP on web-a only) that end a trial
+FAILBACK_WINDOW = 30.0
+STEADY_TIMEOUT = 60.0
+PYTHON = "/usr/bin/python3"
+POLLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "poller.py")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def event_latency_hook():
+    """
+    The slot for "VRRP transition -> event on the master's bus" (the nginx_ha_events engine):
+    ``bench/event_latency.py`` may define ``begin(lab)`` (called before our profile's trials) and
+    ``measure(lab, trials)`` (called after them with our fault-trial dicts, which carry the
+    wall-clock ``t_fault`` and the client-seen ``transitions``), returning a dict such as
+    ``{"n": 5, "median": 0.006, "p95": 0.012, "max": 0.02}`` (seconds) or None. Absent: the table
+    says "n/a (no bench.event_latency)".
+    """
+    try:
+        module = importlib.import_module("bench.event_latency")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.event_latency":
+            raise
+        return None
+    return module
+
+
+class Poller:
+    """The client poller (bench/poller.py) running in the lab's client host."""
+
+    def __init__(self, lab, tag, max_seconds=120):
+        self.lab = lab
+        name = f"/tmp/bench-poll-{tag}-{secrets.token_hex(3)}"
+        self.out, self.stop_file = name + ".txt", name + ".stop"
+        cmd = (f"{PYTHON} {POLLER} --url http://{profiles.VIP}/ --out {self.out} --stop-file {self.stop_file} "
+               f"--interval {POLL_INTERVAL} --timeout {POLL_TIMEOUT} --nodes {','.join(profiles.NODES)} "
+               f"--max-seconds {max_seconds} --max-requests {int(max_seconds / POLL_INTERVAL) + 10}")
+        self.pid = lab.client.spawn(cmd, log_path=name + ".log")
+        self.stopped = False
+
+    def samples(self):
+        return stats.parse(self.lab.client.read_file(self.out, missing_ok=True) or "")
+
+    def stop(self):
+        if not self.stopped:
+            self.lab.client.run(f"touch {self.stop_file}; for i in $(seq 50); do kill -0 {self.pid} 2>/dev/null || break; "
+                                f"sleep 0.02; done; kill {self.pid} 2>/dev/null; true", timeout=30)
+            self.stopped = True
+        samples = self.samples()
+        self.lab.client.run(f"rm -f {self.out} {self.stop_file}", timeout=30)
+        return samples
+
+
+class Bench:
+    def __init__(self, lab, trials, out=sys.stdout, budget=None):
+        self.lab = lab
+        self.trials = trials  # {profile: n}
+        self.out = out
+        self.t0 = time.monotonic()
+        self.budget = budget
+        self.done = 0
+        self.total = 0
+        self.results = {"trials": [], "skipped": []}
+
+    # -- progress ------------------------------------------------------------------------
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def say(self, text):
+        m, s = divmod(int(self.elapsed()), 60)
+        print(f"[{m:2d}:{s:02d}] {text}", file=self.out, flush=True)
+
+    def over_budget(self):
+        return self.budget is not None and self.elapsed() > self.budget
+
+    # -- state of the cluster ----------------------------------------------------------------
+    def node_status(self, node, profile):
+        host = self.lab.host(node)
+        if not host.running:
+            return {"running": False}
+        cmd = (f"ip -4 -o addr show dev eth0 | grep -q ' {profiles.VIP}/' && echo vip=1 || echo vip=0; "
+               "curl -s -o /dev/null -m 1 -w 'http=%{http_code}\\n' http://127.0.0.1/; "
+               "pgrep -x keepalived >/dev/null && echo ka=1 || echo ka=0; "
+               "echo health=$(cat /run/nginx_ha_health 2>/dev/null || echo -)")
+        res = host.run(cmd, timeout=30)
+        out = dict(line.split("=", 1) for line in res.stdout.split() if "=" in line)
+        return {"running": True, "vip": out.get("vip") == "1", "http": out.get("http") == "200",
+                "keepalived": out.get("ka") == "1", "health": out.get("health")}
+
+    def steady(self, profile, timeout=STEADY_TIMEOUT):
+        """Wait until web-a alone holds the VIP, both nodes serve and run keepalived (ours: both healthy)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            a = self.node_status(profiles.MASTER, profile)
+            b = self.node_status(profiles.BACKUP, profile)
+            last = (a, b)
+            ok = (a.get("running") and b.get("running") and a["vip"] and not b["vip"] and a["http"] and b["http"]
+                  and a["keepalived"] and b["keepalived"])
+            if ok and profile == "ours":
+                ok = a["health"] == "0" and b["health"] == "0"
+            if ok:
+                return
+            time.sleep(0.2)
+        raise BenchError(f"{profile}: no steady state after {timeout}s (web-a, web-b): {last}\n{self.lab.logs(lines=15)}")
+
+    def vip_only_on_master(self):
+        a = self.node_status(profiles.MASTER, None)
+        b = self.node_status(profiles.BACKUP, None)
+        return a.get("vip") and not b.get("vip")
+
+    def wait_streak(self, poller, node, seconds, since, timeout, extra=None):
+        """Wait until the client got answers from ``node`` for ``seconds`` (streak starting after ``since``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            samples = [s for s in poller.samples() if s.t >= since]
+            if stats.success_streak(samples, node) >= seconds and (extra is None or extra()):
+                return True
+            time.sleep(0.25)
+        return False
+
+    # -- trials ----------------------------------------------------------------------------
+    def fault_trial(self, profile, scenario, k):
+        lab = self.lab
+        self.steady(profile)
+        poller = Poller(lab, f"{profile}-{scenario.name}-{k}")
+        try:
+            start = time.time()
+            if not self.wait_streak(poller, profiles.MASTER, 0.5, start, 15):
+                raise BenchError(f"{profile} {scenario.name}: the client does not get web-a's page before the fault")
+            t_fault = scenario.inject(self, profile)
+            recovered = False
+            while True:
+                time.sleep(0.25)
+                now = time.time()
+                samples = poller.samples()
+                after = [s for s in samples if stats.end(s) >= t_fault]
+                streak = stats.success_streak(after)
+                if now - t_fault >= MIN_WINDOW and streak >= SETTLE:
+                    recovered = True
+                    break
+                if now - t_fault >= scenario.window:
+                    break
+            t_repair = time.time()
+            scenario.repair(self, profile)
+            back = self.wait_streak(poller, profiles.MASTER, FAILBACK_SETTLE, t_repair, FAILBACK_WINDOW,
+                                    extra=self.vip_only_on_master)
+            t_end = time.time()
+        finally:
+            samples = poller.stop()
+        return self.record_fault(profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back)
+
+    def record_fault(self, profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back):
+        o = stats.outage(samples, t_fault, until=t_repair)
+        fault_phase = stats.window(samples, t_fault, t_repair)
+        moved = any(s.ok and s.node == profiles.BACKUP for s in fault_phase)
+        failback_samples = stats.window(samples, t_repair, t_end)
+        first_a = stats.first_answer_by(samples, profiles.MASTER, t_repair, t_end)
+        trial = {
+            "profile": profile,
+            "scenario": scenario.name,
+            "trial": k,
+            "t_fault": t_fault,
+            "t_repair": t_repair,
+            "t_end": t_end,
+            "outage": o.seconds,
+            "failed": o.failed,
+            "recovered": o.recovered and recovered,
+            "failed_over": moved,
+            "pre_fault_failures": sum(1 for s in samples if stats.end(s) < t_fault and not s.ok),
+            "failback": {
+                "moved": moved,
+                "completed": back,
+                "failed": sum(1 for s in failback_samples if not s.ok),
+                "seconds": (first_a - t_repair) if first_a is not None else None,
+            },
+            "transitions": [(round(t - t_fault, 4), n) for t, n in stats.transitions(samples)],
+            "samples": [(round(s.t - t_fault, 4), round(s.dt, 4), int(s.ok), s.node) for s in samples],
+        }
+        if not o.recovered or not recovered:
+            trial["outage_censored"] = True
+        return trial
+
+    def maintenance_trial(self, k):
+        lab = self.lab
+        self.steady("ours")
+        poller = Poller(lab, f"ours-maintenance-{k}")
+        try:
+            start = time.time()
+            if not self.wait_streak(poller, profiles.MASTER, 0.5, start, 15):
+                raise BenchError("maintenance: the client does not get web-a's page first")
+            t_on = time.time()
+            on = lab.salt(profiles.MASTER, "nginx_ha.maintenance", "on", timeout=120)
+            cli_on = time.time() - t_on
+            moved = self.wait_streak(poller, profiles.BACKUP, 1.0, t_on, 20)
+            t_off = time.time()
+            off = lab.salt(profiles.MASTER, "nginx_ha.maintenance", "off", timeout=120)
+            cli_off = time.time() - t_off
+            back = self.wait_streak(poller, profiles.MASTER, FAILBACK_SETTLE, t_off, 20, extra=self.vip_only_on_master)
+            t_end = time.time()
+        finally:
+            samples = poller.stop()
+        first_b = stats.first_answer_by(samples, profiles.BACKUP, t_on, t_off)
+        first_a = stats.first_answer_by(samples, profiles.MASTER, t_off, t_end)
+        failed_on = stats.failed_count(samples, t_on, t_off)
+        failed_off = stats.failed_count(samples, t_off, t_end)
+        return {
+            "profile": "ours",
+            "scenario": "maintenance",
+            "trial": k,
+            "t_fault": t_on,
+            "t_repair": t_off,
+            "t_end": t_end,
+            "failed": failed_on + failed_off,
+            "failed_on": failed_on,
+            "failed_off": failed_off,
+            "outage": stats.outage(samples, t_on, until=t_end).seconds,
+            "recovered": bool(moved and back),
+            "switch_seconds": (first_b - t_on) if first_b else None,
+            "back_seconds": (first_a - t_off) if first_a else None,
+            "cli_seconds": {"on": cli_on, "off": cli_off},
+            "settled": {"on": isinstance(on, dict) and on.get("settled"), "off": isinstance(off, dict) and off.get("settled")},
+            "transitions": [(round(t - t_on, 4), n) for t, n in stats.transitions(samples)],
+            "samples": [(round(s.t - t_on, 4), round(s.dt, 4), int(s.ok), s.node) for s in samples],
+        }
+
+    def run_profile(self, profile, names):
+        chosen = [scenarios.BY_NAME[n] for n in names if n in scenarios.BY_NAME and profile in scenarios.BY_NAME[n].profiles]
+        for scenario in chosen:
+            for k in range(1, self.trials[profile] + 1):
+                label = f"{profile:8s} {scenario.name:11s} trial {k}/{self.trials[profile]}"
+                if self.over_budget():
+                    self.results["skipped"].append({"profile": profile, "scenario": scenario.name, "trial": k})
+                    self.say(f"{label}: skipped (time budget of {self.budget:.0f}s spent)")
+                    self.done += 1
+                    continue
+                t0 = time.monotonic()
+                if scenario.name == "maintenance":
+                    trial = self.maintenance_trial(k)
+                    detail = (f"failed {trial['failed']} (on {trial['failed_on']}, off {trial['failed_off']}), "
+                              f"switch {_fmt(trial['switch_seconds'])}, back {_fmt(trial['back_seconds'])}")
+                else:
+                    trial = self.fault_trial(profile, scenario, k)
+                    fb = trial["failback"]
+                    detail = (f"outage {_fmt(trial['outage'])}{' (not recovered)' if trial.get('outage_censored') else ''}, "
+                              f"failed {trial['failed']}, "
+                              f"{'failed over' if trial['failed_over'] else 'stayed on web-a'}; "
+                              f"failback: failed {fb['failed']}{'' if fb['completed'] else ' (VIP not back!)'}")
+                self.results["trials"].append(trial)
+                self.done += 1
+                rate = self.elapsed() / max(1, self.done)
+                eta = rate * (self.total - self.done)
+                self.say(f"{label}: {detail}  [{time.monotonic() - t0:.1f}s, {self.done}/{self.total}, "
+                         f"~{eta / 60:.1f} min left]")
+
+
+def _fmt(seconds):
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
