@@ -24,6 +24,8 @@ def _panel(ax, trials, origin_key, title, xmax):
                 continue
             key = node if ok else "failed"
             xs.setdefault(key, []).append(x)
+            if not ok and dt > 0.02:  # a request that waited for its timeout: show how long
+                ax.hlines(row, x, x + dt, colors=FAIL, linewidth=2.5, alpha=0.6)
         for key, values in xs.items():
             color = FAIL if key == "failed" else COLORS.get(key, OTHER)
             marker = "x" if key == "failed" else "|"
@@ -68,19 +70,18 @@ def draw(results, out_dir):
         fig, axes = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
         for ax, profile in zip(axes, ("ours", "baseline")):
             group = chosen[profile]
-            if name == scenarios.FAILBACK:
-                group = [dict(t, t_fault=t["t_fault"]) for t in group]
             title = f"{profile}" + ("" if group or name != "maintenance" else " (the tutorial has no planned switchover)")
             _panel(ax, group, origin, title, xmax)
         axes[-1].set_xlabel(label)
         handles = [Line2D([], [], color=COLORS["web-a"], marker="|", linestyle="", markersize=9, label="answered by web-a"),
                    Line2D([], [], color=COLORS["web-b"], marker="|", linestyle="", markersize=9, label="answered by web-b"),
-                   Line2D([], [], color=FAIL, marker="x", linestyle="", label="failed request")]
+                   Line2D([], [], color=FAIL, marker="x", linestyle="-", linewidth=2.5, alpha=0.8,
+                          label="failed request (bar: waited for its timeout)")]
         if origin == "t_fault" and name != "maintenance":
             handles.append(Line2D([], [], color="black", marker="v", linestyle="", label="repair of web-a"))
-        fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles))
+        fig.legend(handles=handles, loc="lower center", fontsize=8, ncol=len(handles), frameon=False)
         fig.suptitle(scenarios.TITLES.get(name, name), fontsize=10, x=0.01, ha="left")
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.tight_layout(rect=(0, 0.05, 1, 0.95))
         path = os.path.join(out_dir, f"timeline-{name}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
