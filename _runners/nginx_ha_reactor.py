@@ -344,7 +344,11 @@ def _result(event, action, ok=True, **extra):
 def _on_master(event, cfg):
     with _state(cfg) as state:
         previous = state["owners"].get(event["instance"])
-        state["owners"][event["instance"]] = {"node": event["node"], "time": time.time(), "seq": event["seq"]}
+        # Events of different nodes can arrive out of order (a master outage, a cut management
+        # link): the transition's own time (the node's clock) decides who is the newer owner.
+        if previous and event["time"] is not None and previous.get("event_time") is not None and event["time"] < previous["event_time"]:
+            return _result(event, "stale", owner=previous["node"])
+        state["owners"][event["instance"]] = {"node": event["node"], "time": time.time(), "event_time": event["time"], "seq": event["seq"]}
     old = previous["node"] if previous else None
     new = event["node"]
     if old and old != new:
@@ -376,6 +380,14 @@ def _keep_out(event, cfg, reason):
 def _on_fault(event, cfg):
     node = event["node"]
     limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
+    with _state(cfg) as state:
+        in_maintenance = node in state["maintenance"]
+    if not in_maintenance:
+        # A FAULT can arrive late (the master was down) or be keepalived's own start-up: heal
+        # only what is still broken, never restart an nginx that serves.
+        health_ok, health_ret = _call(node, cfg["actions"]["health"], cfg["timeout"])
+        if _healthy(health_ok, health_ret):
+            return _result(event, "already-healthy", restarts_in_window=None)
     with _state(cfg) as state:
         now = time.time()  # under the lock: concurrent workers see times in the order they decide
         history = [t for t in state["restarts"].get(node, []) if now - t < window]
@@ -411,7 +423,15 @@ def _on_fault(event, cfg):
         return _result(event, "restarted", restarted=restarted, healthy=True, restarts_in_window=used)
     with _state(cfg) as state:
         state["maintenance"][node] = {"time": time.time(), "reason": "unhealthy after restart", "instance": event["instance"]}
-    reason = f"FAULT on {node}; nginx restart {'did not bring health back' if restarted else 'failed: ' + str(restart_ret)[:200]}"
+    detail = ""
+    if isinstance(health_ret, dict):
+        nginx_check = ((health_ret.get("config") or {}).get("nginx") or {})
+        if nginx_check.get("valid") is False:
+            detail = f" (nginx -t: {str(nginx_check.get('output', ''))[:300]})"
+        elif not (health_ret.get("nginx") or {}).get("answers", True):
+            detail = f" (health endpoint: {str((health_ret.get('nginx') or {}).get('detail', ''))[:200]})"
+    what = "did not bring health back" if restarted else f"failed ({cfg['actions']['restart']['fun']} returned {str(restart_ret)[:200]})"
+    reason = f"FAULT on {node}; nginx restart {what}{detail}"
     ok, _ = _keep_out(event, cfg, reason)
     return _result(event, "maintenance", ok=ok, reason="unhealthy-after-restart", restarted=restarted, healthy=False, restarts_in_window=used)
 

@@ -63,7 +63,9 @@ class World:
     def __init__(self):
         self.calls = []
         self.fired = []
-        self.health = True
+        self.health = True  # after a restart
+        self.health_before = False  # when the FAULT arrives
+        self.restarted = False
         self.restart_ok = True
         self.answers = True
 
@@ -72,8 +74,11 @@ class World:
         if not self.answers:
             return False, None
         if action["fun"] == "nginx_ha.health":
-            return True, {"healthy": self.health}
+            # before a restart: as the FAULT found it; after one: as the restart left it
+            healthy, self.restarted = (self.health if self.restarted else self.health_before), False
+            return True, {"healthy": healthy}
         if action["fun"] == "service.restart":
+            self.restarted = self.restart_ok
             return self.restart_ok, self.restart_ok
         return True, True
 
@@ -166,7 +171,7 @@ def web_b(keys):
 def test_fault_restarts_nginx_on_the_sender_only(world, clock, web_a):
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "restarted" and ret["node"] == "web-a" and ret["healthy"] is True
-    assert world.calls == [("web-a", "service.restart", ["nginx"], {}), ("web-a", "nginx_ha.health", [], {})]
+    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "service.restart", ["nginx"], {}), ("web-a", "nginx_ha.health", [], {})]
     assert [a["severity"] for a in world.alerts()] == ["warning"]
 
 
@@ -259,7 +264,7 @@ def test_restart_budget_per_node_and_window(world, clock, web_a, web_b, settings
     world.fired.clear()
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance" and ret["reason"] == "budget-exhausted"
-    assert world.calls == [("web-a", "nginx_ha.maintenance", ["on"], {"force": True})]
+    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "nginx_ha.maintenance", ["on"], {"force": True})]
     assert [a["severity"] for a in world.alerts()] == ["critical"] and "web-a put in maintenance" in world.alerts()[0]["message"]
     # while in maintenance, further FAULTs change nothing
     world.calls.clear()
@@ -293,7 +298,7 @@ def test_unhealthy_after_restart_goes_to_maintenance(world, clock, web_a):
     world.health = False
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance" and ret["reason"] == "unhealthy-after-restart"
-    assert [c[1] for c in world.calls] == ["service.restart", "nginx_ha.health", "nginx_ha.maintenance"]
+    assert [c[1] for c in world.calls] == ["nginx_ha.health", "service.restart", "nginx_ha.health", "nginx_ha.maintenance"]
     assert [a["severity"] for a in world.alerts()] == ["critical"]
     assert "web-a" in runner.show_state()["maintenance"]
 
@@ -452,3 +457,31 @@ def test_alert_gives_up_in_bounded_time_on_a_hung_webhook(world, settings):
 def test_alert_rejects_an_unknown_severity(world):
     with pytest.raises(ValueError, match="severity"):
         runner.alert("panic", "x")
+
+
+def test_fault_of_an_already_healthy_node_restarts_nothing(world, clock, web_a):
+    """A late FAULT (master was down) or keepalived's start-up FAULT: nginx serves, leave it be."""
+    world.health_before = True
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "already-healthy"
+    assert [c[1] for c in world.calls] == ["nginx_ha.health"]
+    assert runner.show_state()["restarts"].get("web-a", []) == []
+
+
+def test_failed_restart_alert_says_what_failed(world, clock, web_a):
+    world.restart_ok = False
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "maintenance"
+    text = world.alerts("critical")[-1]["message"]
+    assert "service.restart returned False" in text and "restart failed: False" not in text
+
+
+def test_an_older_master_event_arriving_late_does_not_move_the_owner(world, clock, keys):
+    """web-b's MASTER happened before web-a's but arrives after it (master outage, cut link)."""
+    web_a = Node("web-a", keys, clock=lambda: 2000.0)
+    web_b = Node("web-b", keys, clock=lambda: 1000.0)
+    assert runner.vrrp_event(*web_a.event("MASTER"))["action"] == "owner-changed"
+    ret = runner.vrrp_event(*web_b.event("MASTER"))
+    assert ret["action"] == "stale" and ret["owner"] == "web-a"
+    assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+    assert not any("moved" in a["message"] for a in world.alerts())
