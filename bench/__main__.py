@@ -15,14 +15,16 @@ scenario. The lab is torn down at the end, also on failure or Ctrl-C.
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
+import traceback
 
 from . import plot, profiles, report, scenarios
-from .runner import Bench, event_latency_hook
+from .runner import Bench, event_latency_hook, trial_count
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +39,9 @@ def parse_args(argv):
     p.add_argument("--profiles", default="baseline,ours", help="comma list of: baseline, ours")
     p.add_argument("--apply-sizes", default=os.environ.get("BENCH_APPLY_SIZES", "1,10,50"),
                    help="VRRP instance counts to time state.apply with ('' to skip)")
+    p.add_argument("--ours-pillar", default=os.environ.get("BENCH_OURS_PILLAR", ""),
+                   help="JSON merged into our nginx_ha pillar, to measure other settings than the defaults, e.g. "
+                        "'{\"check\": {\"watcher\": {\"timeout\": 0.1}}}' (default: none, the defaults are measured)")
     p.add_argument("--out", default=os.path.join(REPO, "bench-results"), help="results directory")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", "1080")),
@@ -50,6 +55,12 @@ def parse_args(argv):
     if any(pr not in ("baseline", "ours") for pr in args.profiles):
         p.error("profiles are baseline and ours")
     args.apply_sizes = [int(n) for n in args.apply_sizes.split(",") if n.strip()]
+    try:
+        args.ours_pillar = json.loads(args.ours_pillar) if args.ours_pillar.strip() else {}
+    except ValueError as exc:
+        p.error(f"--ours-pillar is not JSON: {exc}")
+    if not isinstance(args.ours_pillar, dict):
+        p.error("--ours-pillar must be a JSON object")
     return args
 
 
@@ -67,20 +78,25 @@ def versions():
             "commit": out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])}
 
 
-def apply_timings(bench, lab, sizes, first_install, restart_cmd):
+def apply_timings(bench, lab, sizes, first_install, restart_cmd, errors, extra=None):
     """state.apply on web-a with N instances: first run after the pillar change, then the idempotent run."""
     out = []
     for n in sizes:
         if bench.over_budget():
             bench.say(f"state.apply with {n} instance(s): skipped (time budget spent)")
             continue
-        if n == 1 and first_install is not None:
-            first = first_install
-        else:
-            profiles.write_pillar(lab.pillar_dir, profiles.ours_pillar(n, restart_cmd))
-            lab.salt(profiles.MASTER, "saltutil.refresh_pillar", "wait=True", timeout=60)
-            first = profiles.apply(lab, profiles.MASTER)
-        idem = profiles.apply(lab, profiles.MASTER)
+        try:
+            if n == 1 and first_install is not None:
+                first = first_install
+            else:
+                profiles.write_pillar(lab.pillar_dir, profiles.ours_pillar(n, restart_cmd, extra))
+                lab.salt(profiles.MASTER, "saltutil.refresh_pillar", "wait=True", timeout=60)
+                first = profiles.apply(lab, profiles.MASTER)
+            idem = profiles.apply(lab, profiles.MASTER)
+        except Exception as exc:  # noqa: BLE001 - keep the other sizes and the trials
+            errors.append({"phase": f"state.apply with {n} instances", "error": repr(exc)[:2000]})
+            bench.say(f"state.apply with {n} instance(s): ERROR {exc!r:.300}")
+            continue
         out.append({"instances": n, "first": first, "idempotent": idem})
         bench.say(f"state.apply with {n:2d} instance(s) on web-a: first {first['wall']:.1f} s "
                   f"({len(first['changed'])} changed), idempotent {idem['wall']:.1f} s ({len(idem['changed'])} changed"
@@ -103,52 +119,37 @@ def main(argv=None):
         "meta": {"started": started.isoformat(), "versions": versions(), "argv": sys.argv[1:]},
         "config": {"trials": trials, "scenarios": args.scenarios, "profiles": args.profiles,
                    "poll_interval": 0.02, "poll_timeout": 0.25, "apply_sizes": args.apply_sizes,
-                   "vip": profiles.VIP, "ours_pillar": profiles.ours_pillar(1)},
+                   "vip": profiles.VIP, "ours_pillar": profiles.ours_pillar(1, extra=args.ours_pillar),
+                   "ours_pillar_extra": args.ours_pillar},
     }
-    pillar = profiles.ours_pillar(1, restart_cmd)
+    pillar = profiles.ours_pillar(1, restart_cmd, args.ours_pillar)
     import yaml
 
     files = {"top.sls": "base:\n  'web-*':\n    - nginx_ha\n", "nginx_ha.sls": yaml.safe_dump(pillar)}
     master_extra = {"peer": {".*": ["nginx_ha.health"]}}  # conf/master.d/nginx_ha.conf's rule for maintenance
     print(f"nginx-ha failover benchmark: {trials['ours']} trials per scenario (ours), {trials['baseline']} (baseline); "
           f"scenarios {', '.join(args.scenarios)}", flush=True)
-    with Lab(minions=profiles.NODES, pillar_dir=files, file_roots=[os.path.join(REPO, "salt")],
-             master_extra=master_extra) as lab:
-        bench = Bench(lab, trials, budget=args.budget)
-        per_profile = {p: sum(1 for s in args.scenarios if p in scenarios.BY_NAME[s].profiles) * trials[p] for p in args.profiles}
-        bench.total = sum(per_profile.values())
-        bench.say(f"lab up ({lab.timings.get('start', 0):.1f}s); {bench.total} trials to run")
-        if "baseline" in args.profiles:
-            bench.say("baseline: installing the tutorial's keepalived.conf and check script on web-a/web-b (no Salt)")
-            profiles.install_baseline(lab)
-            bench.run_profile("baseline", args.scenarios)
-            profiles.remove_baseline(lab)
-        first_install = None
-        hook = event_latency_hook()
-        if "ours" in args.profiles or args.apply_sizes:
-            bench.say("ours: saltutil.sync_all and state.apply nginx_ha (defaults, minimal pillar) on web-b, web-a")
-            for node in profiles.NODES:
-                lab.salt(node, "saltutil.sync_all", timeout=120)
-            for node in (profiles.BACKUP, profiles.MASTER):
-                res = profiles.apply(lab, node)
-                if res["failed"]:
-                    raise SystemExit(f"bench: state.apply nginx_ha failed on {node}: {res['failed']}")
-                if node == profiles.MASTER:
-                    first_install = res
-                bench.say(f"  {node}: first state.apply {res['wall']:.1f} s, {len(res['changed'])} states changed")
-            if "ours" in args.profiles:
-                if hook is not None and hasattr(hook, "begin"):
-                    hook.begin(lab)
-                bench.run_profile("ours", args.scenarios)
-        if hook is not None and hasattr(hook, "measure"):
-            ours = [t for t in bench.results["trials"] if t["profile"] == "ours" and t["scenario"] != "maintenance"]
-            results[report.EVENT_SLOT] = hook.measure(lab, ours) or {"status": "n/a (measure() returned nothing)"}
+    errors = []
+    bench = None
+    try:
+        with Lab(minions=profiles.NODES, pillar_dir=files, file_roots=[os.path.join(REPO, "salt")],
+                 master_extra=master_extra) as lab:
+            bench = Bench(lab, trials, budget=args.budget)
+            run_all(bench, lab, args, trials, restart_cmd, results, errors)
+    except BaseException as exc:  # noqa: B902 - write what was measured, then fail
+        errors.append({"phase": "lab", "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+        if not isinstance(exc, Exception):
+            print(f"bench: interrupted ({exc!r}); writing what was measured", file=sys.stderr)
         else:
-            results[report.EVENT_SLOT] = {"status": "n/a (no bench.event_latency hook yet)"}
-        results["apply"] = apply_timings(bench, lab, args.apply_sizes, first_install, restart_cmd)
+            traceback.print_exc()
+    if bench is not None:
         results["trials"] = bench.results["trials"]
         results["skipped"] = bench.results["skipped"]
         results["meta"]["lab_seconds"] = bench.elapsed()
+        errors.extend(bench.results.get("errors", []))
+    results.setdefault("trials", [])
+    results.setdefault(report.EVENT_SLOT, {"status": "n/a (not measured)"})
+    results["errors"] = errors
     results["summary"] = report.summarize(results)
     results["targets"] = report.check_targets(results["summary"], results.get("apply"))
     results["meta"]["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -156,10 +157,54 @@ def main(argv=None):
     report.write_json(results, path)
     print("\n" + report.table(results), flush=True)
     print(f"\nresults: {path}")
-    if not args.no_plots:
+    if not args.no_plots and results["trials"]:
         for png in plot.draw(results, args.out):
             print(f"timeline: {png}")
-    return 0
+    for err in errors:
+        print(f"bench: ERROR in {err.get('phase')}: {err.get('error')}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def run_all(bench, lab, args, trials, restart_cmd, results, errors):
+    """Everything that needs the lab; fills ``results`` as it goes."""
+    per_profile = {p: sum(trial_count(scenarios.BY_NAME[s], trials[p]) for s in args.scenarios
+                          if p in scenarios.BY_NAME[s].profiles) for p in args.profiles}
+    bench.total = sum(per_profile.values())
+    bench.say(f"lab up ({lab.timings.get('start', 0):.1f}s); {bench.total} trials to run")
+    if "baseline" in args.profiles:
+        bench.say("baseline: installing the tutorial's keepalived.conf and check script on web-a/web-b (no Salt)")
+        profiles.install_baseline(lab)
+        bench.run_profile("baseline", args.scenarios)
+        profiles.remove_baseline(lab)
+    first_install = None
+    hook = event_latency_hook()
+    if "ours" in args.profiles or args.apply_sizes:
+        bench.say("ours: saltutil.sync_all and state.apply nginx_ha (defaults, minimal pillar) on web-b, web-a")
+        lab.wait_minions()  # a power-cycled web-a's minion may still be connecting
+        for node in profiles.NODES:
+            lab.salt(node, "saltutil.sync_all", timeout=120)
+        for node in (profiles.BACKUP, profiles.MASTER):
+            res = profiles.apply(lab, node)
+            if res["failed"]:
+                raise RuntimeError(f"state.apply nginx_ha failed on {node}: {res['failed']}")
+            if node == profiles.MASTER:
+                first_install = res
+            bench.say(f"  {node}: first state.apply {res['wall']:.1f} s, {len(res['changed'])} states changed")
+        if "ours" in args.profiles:
+            if hook is not None and hasattr(hook, "begin"):
+                hook.begin(lab)
+            bench.run_profile("ours", args.scenarios)
+    if hook is not None and hasattr(hook, "measure"):
+        ours = [t for t in bench.results["trials"] if t["profile"] == "ours" and t["scenario"] in scenarios.BY_NAME
+                and isinstance(scenarios.BY_NAME[t["scenario"]], scenarios.FAULT_TYPES)]
+        try:
+            results[report.EVENT_SLOT] = hook.measure(lab, ours) or {"status": "n/a (measure() returned nothing)"}
+        except Exception as exc:  # the hook is someone else's: its failure must not lose the run
+            errors.append({"phase": "event_latency", "error": repr(exc)})
+            results[report.EVENT_SLOT] = {"status": f"n/a (measure() failed: {exc!r})"}
+    else:
+        results[report.EVENT_SLOT] = {"status": "n/a (no bench.event_latency hook yet)"}
+    results["apply"] = apply_timings(bench, lab, args.apply_sizes, first_install, restart_cmd, errors, args.ours_pillar)
 
 
 if __name__ == "__main__":

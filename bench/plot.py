@@ -58,7 +58,8 @@ def draw(results, out_dir):
             chosen = {p: [t for t in trials if t["profile"] == p and t.get("failback", {}).get("moved")]
                       for p in ("ours", "baseline")}
         else:
-            origin, label = "t_fault", ("s since `maintenance on`" if name == "maintenance" else "s since the fault")
+            origin, label = "t_fault", {"maintenance": "s since `maintenance on`",
+                                        "load": "s since the load started"}.get(name, "s since the fault")
             chosen = {p: [t for t in trials if t["profile"] == p and t["scenario"] == name] for p in ("ours", "baseline")}
         if not any(chosen.values()):
             continue
@@ -66,7 +67,7 @@ def draw(results, out_dir):
         for group in chosen.values():
             for t in group:
                 shift = t[origin] - t["t_fault"]
-                xmax = max(xmax, min(14.0, t["t_end"] - t["t_fault"] - shift))
+                xmax = max(xmax, min(45.0 if name == "load" else 14.0, t["t_end"] - t["t_fault"] - shift))
         fig, axes = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
         for ax, profile in zip(axes, ("ours", "baseline")):
             group = chosen[profile]
@@ -77,7 +78,7 @@ def draw(results, out_dir):
                    Line2D([], [], color=COLORS["web-b"], marker="|", linestyle="", markersize=9, label="answered by web-b"),
                    Line2D([], [], color=FAIL, marker="x", linestyle="-", linewidth=2.5, alpha=0.8,
                           label="failed request (bar: waited for its timeout)")]
-        if origin == "t_fault" and name != "maintenance":
+        if origin == "t_fault" and name not in ("maintenance", "load"):
             handles.append(Line2D([], [], color="black", marker="v", linestyle="", label="repair of web-a"))
         fig.legend(handles=handles, loc="lower center", fontsize=8, ncol=len(handles), frameon=False)
         fig.suptitle(scenarios.TITLES.get(name, name), fontsize=10, x=0.01, ha="left")

@@ -57,8 +57,18 @@ def remove_baseline(lab):
                  "rm -f /etc/keepalived/nginx_check.sh; true", timeout=60)
 
 
-def ours_pillar(instances=1, minion_restart_cmd=None):
-    """The minimal cluster pillar: ``instances`` VRRP instances (VI_web, VI_web2, ...)."""
+def _merge(base, extra):
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def ours_pillar(instances=1, minion_restart_cmd=None, extra=None):
+    """
+    The minimal cluster pillar: ``instances`` VRRP instances (VI_web, VI_web2, ...). ``extra``
+    (a dict merged into ``nginx_ha``) measures settings other than the defaults (--ours-pillar).
+    """
     vrrp = {}
     for i in range(instances):
         name = "VI_web" if i == 0 else f"VI_web{i + 1}"
@@ -71,7 +81,7 @@ def ours_pillar(instances=1, minion_restart_cmd=None):
     pillar = {"pkg_refresh": False, "vrrp_instances": vrrp}
     if minion_restart_cmd:
         pillar["events"] = {"minion_restart_cmd": minion_restart_cmd}
-    return {"nginx_ha": pillar}
+    return {"nginx_ha": _merge(pillar, extra)}
 
 
 def write_pillar(pillar_dir, pillar):
@@ -83,6 +93,7 @@ def write_pillar(pillar_dir, pillar):
 
 def apply(lab, node, timeout=600):
     """state.apply nginx_ha on ``node``: (wall seconds, seconds the states took, changed, failed ids)."""
+    minion_pid = minion_pid_of(lab, node)
     t0 = time.monotonic()
     ret = lab.salt(node, "state.apply", "nginx_ha", timeout=timeout, job_timeout=60)
     wall = time.monotonic() - t0
@@ -92,7 +103,22 @@ def apply(lab, node, timeout=600):
     changed = sorted(v.get("__id__", k) for k, v in ret.items() if v.get("changes"))
     failed = {v.get("__id__", k): v.get("comment") for k, v in ret.items() if v.get("result") is False}
     restarted = any(v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values())
-    if restarted:  # the run restarted the minion to load the events engine: wait for it
-        time.sleep(3)
-        lab.wait_minions([node])
+    if restarted:  # the run restarted the minion (events engine configuration): wait for the new one
+        wait_minion_restart(lab, node, minion_pid)
     return {"wall": wall, "states": states, "changed": changed, "failed": failed, "n_states": len(ret)}
+
+
+def minion_pid_of(lab, node):
+    res = lab.host(node).run("cat /run/salt-minion.pid 2>/dev/null", timeout=30)
+    return res.stdout.strip() or None
+
+
+def wait_minion_restart(lab, node, old_pid, timeout=60):
+    """Wait until ``node``'s salt-minion is a new process (the restart finished) that answers test.ping."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = minion_pid_of(lab, node)
+        if pid and pid != old_pid and lab.host(node).run(f"kill -0 {pid}", timeout=30).returncode == 0:
+            break
+        time.sleep(0.3)
+    lab.wait_minions([node])

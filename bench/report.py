@@ -53,8 +53,17 @@ def summarize(results):
                 if name == "maintenance":
                     s["switch_seconds"] = stats.summarize([t["switch_seconds"] for t in chosen])
                     s["back_seconds"] = stats.summarize([t["back_seconds"] for t in chosen])
+                elif name == "load":
+                    s["vip_moves"] = sum(t.get("vip_moves", 0) for t in chosen)
+                    s["keepalived_transitions"] = sum(t.get("keepalived_transitions", 0) for t in chosen)
+                    s["requests"] = sum(t.get("requests", 0) for t in chosen)
                 else:
                     s["failed_over"] = sum(1 for t in chosen if t.get("failed_over"))
+                if name == "heal":
+                    s["after_heal_failed"] = stats.summarize([t["failback"]["failed"] for t in chosen])
+                    s["after_heal_failed_total"] = sum(t["failback"]["failed"] for t in chosen)
+                    s["after_heal_outage"] = stats.summarize([t.get("heal_outage") for t in chosen])
+                    s["after_heal_not_recovered"] = sum(1 for t in chosen if t.get("heal_recovered") is False)
             summary[name][profile] = s
     return summary
 
@@ -120,11 +129,20 @@ def table(results):
             if name == scenarios.FAILBACK:
                 notes.append(f"VIP back after {_ms(s['failback_seconds']['median'])} (median), from {', '.join(s['from'])}")
                 notes.append(f"total failed {s['failed_total']}")
+            elif name == "load":
+                notes.append(f"false failovers: VIP moved {s['vip_moves']} times, {s['keepalived_transitions']} keepalived "
+                             f"transitions; {s['requests']} requests by the poller; total failed {s['failed_total']}")
             elif name == "maintenance":
                 notes.append(f"switch {_ms(s['switch_seconds']['median'])}, back {_ms(s['back_seconds']['median'])} "
                              f"(incl. salt CLI); total failed {s['failed_total']}")
             else:
                 notes.append(f"VIP moved in {s['failed_over']}/{s['trials']}")
+            if name == "heal":
+                censored = ">=" if s["after_heal_not_recovered"] else ""
+                notes.append(f"AFTER THE HEAL: failed {s['after_heal_failed_total']} in total, outage median "
+                             f"{censored}{_ms(s['after_heal_outage']['median'])}, max {censored}{_ms(s['after_heal_outage']['max'])}"
+                             + (f" ({s['after_heal_not_recovered']} not recovered within the window)"
+                                if s["after_heal_not_recovered"] else ""))
             cells = _outage_cells(s)
             if name == scenarios.FAILBACK:
                 cells[:3] = ["-", "-", "-"]

@@ -20,7 +20,6 @@ POLL_TIMEOUT = 0.25
 MIN_WINDOW = 3.0  # seconds after a fault a trial watches at least (late flaps show up)
 SETTLE = 2.0  # seconds of uninterrupted answers that end the fault phase
 FAILBACK_SETTLE = 1.5  # seconds of answers by web-a (with the VIP on web-a only) that end a trial
-FAILBACK_WINDOW = 30.0
 STEADY_TIMEOUT = 60.0
 PYTHON = "/usr/bin/python3"
 POLLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "poller.py")
@@ -166,11 +165,12 @@ class Bench:
                     break
             t_repair = time.time()
             scenario.repair(self, profile)
-            back = self.wait_streak(poller, profiles.MASTER, FAILBACK_SETTLE, t_repair, FAILBACK_WINDOW,
+            back = self.wait_streak(poller, profiles.MASTER, FAILBACK_SETTLE, t_repair, scenario.failback_window,
                                     extra=self.vip_only_on_master)
             t_end = time.time()
         finally:
             samples = poller.stop()
+        scenario.cleanup(self, profile, back)
         return self.record_fault(profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back)
 
     def record_fault(self, profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back):
@@ -202,10 +202,16 @@ class Bench:
         }
         if not o.recovered or not recovered:
             trial["outage_censored"] = True
+        if scenario.name == "heal":
+            healed = stats.outage(samples, t_repair, until=t_end)
+            trial["heal_outage"] = healed.seconds
+            trial["heal_recovered"] = healed.recovered and back
         return trial
 
     def maintenance_trial(self, k):
         lab = self.lab
+        if k == 1:
+            lab.wait_minions()  # web-a's minion after the power cycles of host_death
         self.steady("ours")
         poller = Poller(lab, f"ours-maintenance-{k}")
         try:
@@ -247,34 +253,104 @@ class Bench:
             "samples": [(round(s.t - t_on, 4), round(s.dt, 4), int(s.ok), s.node) for s in samples],
         }
 
+    def transitions_logged(self):
+        """keepalived state transitions logged so far on web-a and web-b (syslog 'Entering ... STATE')."""
+        count = 0
+        for node in profiles.NODES:
+            res = self.lab.host(node).run("grep -c 'Entering .* STATE' /var/log/syslog || true", timeout=30)
+            count += int((res.stdout.strip() or "0").splitlines()[-1])
+        return count
+
+    def load_trial(self, profile, k):
+        lab, scenario = self.lab, scenarios.BY_NAME["load"]
+        seconds = scenario.seconds
+        self.steady(profile)
+        before = self.transitions_logged()
+        poller = Poller(lab, f"{profile}-load-{k}", max_seconds=seconds + 60)
+        try:
+            start = time.time()
+            if not self.wait_streak(poller, profiles.MASTER, 0.5, start, 15):
+                raise BenchError(f"{profile} load: the client does not get web-a's page first")
+            t0 = time.time()
+            for _ in range((os.cpu_count() or 2) + 1):  # bounded by timeout(1)
+                lab.host(profiles.MASTER).spawn(f"timeout {seconds} sh -c 'while :; do :; done'", log_path="/dev/null")
+            for i in range(2):
+                lab.client.spawn(f"{PYTHON} {POLLER} --url http://{profiles.VIP}/ --out /dev/null "
+                                 f"--stop-file /tmp/bench-flood.stop --interval 0 --timeout 1 --max-seconds {seconds}",
+                                 log_path="/dev/null")
+            time.sleep(seconds + 1)
+            t1 = time.time()
+            self.wait_streak(poller, None, 1.0, t1 - 1.0, 10)
+            t_end = time.time()
+        finally:
+            samples = poller.stop()
+        after = self.transitions_logged()
+        moves = [n for t, n in stats.transitions(samples) if t >= t0]
+        return {
+            "profile": profile,
+            "scenario": "load",
+            "trial": k,
+            "t_fault": t0,
+            "t_repair": t1,
+            "t_end": t_end,
+            "outage": stats.outage(samples, t0, until=t_end).seconds,
+            "failed": stats.failed_count(samples, t0, t_end),
+            "recovered": True,
+            "vip_moves": max(0, len(moves) - 1) if moves and moves[0] == profiles.MASTER else len(moves),
+            "keepalived_transitions": after - before,
+            "requests": len(stats.window(samples, t0, t1)),
+            "transitions": [(round(t - t0, 4), n) for t, n in stats.transitions(samples)],
+            "samples": [(round(s.t - t0, 4), round(s.dt, 4), int(s.ok), s.node) for s in samples],
+        }
+
     def run_profile(self, profile, names):
         chosen = [scenarios.BY_NAME[n] for n in names if n in scenarios.BY_NAME and profile in scenarios.BY_NAME[n].profiles]
         for scenario in chosen:
-            for k in range(1, self.trials[profile] + 1):
-                label = f"{profile:8s} {scenario.name:11s} trial {k}/{self.trials[profile]}"
+            n = trial_count(scenario, self.trials[profile])
+            for k in range(1, n + 1):
+                label = f"{profile:8s} {scenario.name:11s} trial {k}/{n}"
                 if self.over_budget():
                     self.results["skipped"].append({"profile": profile, "scenario": scenario.name, "trial": k})
                     self.say(f"{label}: skipped (time budget of {self.budget:.0f}s spent)")
                     self.done += 1
                     continue
                 t0 = time.monotonic()
-                if scenario.name == "maintenance":
-                    trial = self.maintenance_trial(k)
-                    detail = (f"failed {trial['failed']} (on {trial['failed_on']}, off {trial['failed_off']}), "
-                              f"switch {_fmt(trial['switch_seconds'])}, back {_fmt(trial['back_seconds'])}")
-                else:
-                    trial = self.fault_trial(profile, scenario, k)
-                    fb = trial["failback"]
-                    detail = (f"outage {_fmt(trial['outage'])}{' (not recovered)' if trial.get('outage_censored') else ''}, "
-                              f"failed {trial['failed']}, "
-                              f"{'failed over' if trial['failed_over'] else 'stayed on web-a'}; "
-                              f"failback: failed {fb['failed']}{'' if fb['completed'] else ' (VIP not back!)'}")
+                try:
+                    trial, detail = self.run_trial(profile, scenario, k)
+                except Exception as exc:  # noqa: BLE001 - record, leave this profile's remaining trials
+                    self.results.setdefault("errors", []).append(
+                        {"phase": f"{profile} {scenario.name} trial {k}", "error": repr(exc)[:4000]})
+                    self.say(f"{label}: ERROR {exc!r:.500}; skipping the rest of {profile}")
+                    return
                 self.results["trials"].append(trial)
                 self.done += 1
                 rate = self.elapsed() / max(1, self.done)
                 eta = rate * (self.total - self.done)
                 self.say(f"{label}: {detail}  [{time.monotonic() - t0:.1f}s, {self.done}/{self.total}, "
                          f"~{eta / 60:.1f} min left]")
+
+    def run_trial(self, profile, scenario, k):
+        if scenario.name == "load":
+            trial = self.load_trial(profile, k)
+            detail = (f"{trial['requests']} requests, failed {trial['failed']}, VIP moves {trial['vip_moves']}, "
+                      f"keepalived transitions {trial['keepalived_transitions']}")
+        elif scenario.name == "maintenance":
+            trial = self.maintenance_trial(k)
+            detail = (f"failed {trial['failed']} (on {trial['failed_on']}, off {trial['failed_off']}), "
+                      f"switch {_fmt(trial['switch_seconds'])}, back {_fmt(trial['back_seconds'])}")
+        else:
+            trial = self.fault_trial(profile, scenario, k)
+            fb = trial["failback"]
+            detail = (f"outage {_fmt(trial['outage'])}{' (not recovered)' if trial.get('outage_censored') else ''}, "
+                      f"failed {trial['failed']}, "
+                      f"{'failed over' if trial['failed_over'] else 'stayed on web-a'}; "
+                      f"failback: failed {fb['failed']}{'' if fb['completed'] else ' (web-a not back in time)'}")
+        return trial, detail
+
+
+def trial_count(scenario, trials):
+    """Trials of ``scenario``: the load scenario is one long trial."""
+    return 1 if scenario.name == "load" else trials
 
 
 def _fmt(seconds):

@@ -23,12 +23,16 @@ class Scenario:
     title = ""
     profiles = ("baseline", "ours")
     window = 12.0  # seconds after the fault before a trial gives up on recovery (censored outage)
+    failback_window = 30.0  # seconds after the repair before a trial gives up on the VIP's return
 
     def inject(self, bench, profile):
         raise NotImplementedError
 
     def repair(self, bench, profile):
         raise NotImplementedError
+
+    def cleanup(self, bench, profile, completed):
+        """After the trial (``completed``: the VIP came back in time); the next trial needs a clean start."""
 
 
 class Crash(Scenario):
@@ -87,6 +91,38 @@ class HostDeath(Scenario):
                                    check=True, timeout=60)
 
 
+class Heal(Scenario):
+    """
+    Split brain and its heal: web-a's service port goes dead while its link stays up (it keeps
+    the VIP, the client cannot reach it, web-b takes over and the client learns web-b's MAC), then
+    the port comes back: web-a, the higher priority, wins again. What matters is the heal (the
+    "failback" of this scenario): web-a kept the VIP all along, so unless it sends gratuitous
+    ARPs when it sees web-b's lower-priority adverts, the client keeps sending to web-b, which has
+    just dropped the VIP.
+    """
+
+    name = "heal"
+    title = "split brain healed: web-a's service port dead (link up), then back"
+    window = 8.0
+    failback_window = 15.0
+
+    def inject(self, bench, profile):
+        import time
+
+        t = time.time()
+        bench.lab.set_link(MASTER, "svc", up=False, keep_carrier=True)
+        return t
+
+    def repair(self, bench, profile):
+        bench.lab.set_link(MASTER, "svc", up=True, keep_carrier=True)
+
+    def cleanup(self, bench, profile, completed):
+        if not completed:
+            # the client still sends to web-b's MAC (no gratuitous ARP after the heal): what its ARP
+            # cache would do by itself after tens of seconds, done now so that the next trial can start
+            bench.lab.client.run("ip neigh flush to 203.0.113.100", timeout=30)
+
+
 class Maintenance(Scenario):
     """Planned switchover: ``salt web-a nginx_ha.maintenance on``, then ``off`` (ours only)."""
 
@@ -95,11 +131,25 @@ class Maintenance(Scenario):
     profiles = ("ours",)
 
 
-FAULTS = (Crash(), Hang(), Broken(), HostDeath())
-ALL = FAULTS + (Maintenance(),)
+class Load(Scenario):
+    """
+    No fault: does the setup fail over *falsely* under load? For ``seconds``, web-a runs CPU hogs
+    (as many as the machine has cores, plus one) and the client floods the VIP with requests
+    from two extra loops, while the poller measures as usual. A VIP move or a keepalived
+    transition on web-a during that time is a false failover.
+    """
+
+    name = "load"
+    title = "no fault, CPU hogs on the MASTER and an HTTP flood on the VIP: false failovers?"
+    seconds = 30
+
+
+FAULTS = (Crash(), Hang(), Broken(), HostDeath(), Heal())
+FAULT_TYPES = (Crash, Hang, Broken, HostDeath, Heal)
+ALL = FAULTS + (Maintenance(), Load())
 BY_NAME = {s.name: s for s in ALL}
 # The failback "scenario" is measured in the repair phase of every fault trial whose VIP moved.
 FAILBACK = "failback"
-ORDER = ("crash", "hang", "broken", "host_death", FAILBACK, "maintenance")
+ORDER = ("crash", "hang", "broken", "host_death", FAILBACK, "heal", "maintenance", "load")
 TITLES = {s.name: s.title for s in ALL}
 TITLES[FAILBACK] = "failback: the old MASTER is repaired and takes the VIP back"
