@@ -78,6 +78,33 @@ def versions():
             "commit": out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])}
 
 
+def overhead(bench, lab):
+    """CPU the fast path costs: the health watcher's and keepalived's CPU time over their lifetime, per node."""
+    out = {}
+    for node in profiles.NODES:
+        host = lab.host(node)
+        if not host.running:
+            continue
+        res = host.run("ps -eo etimes=,times=,args= | grep -E '[h]ealth_watch.py|[k]eepalived'", timeout=30)
+        procs = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) < 3:
+                continue
+            name = "health_watch" if "health_watch.py" in parts[2] else "keepalived"
+            elapsed, cpu = int(parts[0]), int(parts[1])
+            agg = procs.setdefault(name, {"cpu_seconds": 0, "elapsed_seconds": 0})
+            agg["cpu_seconds"] += cpu
+            agg["elapsed_seconds"] = max(agg["elapsed_seconds"], elapsed)
+        for agg in procs.values():
+            agg["cpu_percent"] = round(100.0 * agg["cpu_seconds"] / agg["elapsed_seconds"], 2) if agg["elapsed_seconds"] else None
+        out[node] = procs
+    bench.say("CPU of the fast path (whole seconds, over each process's lifetime): " + "; ".join(
+        f"{node}: " + ", ".join(f"{k} {v['cpu_seconds']}s/{v['elapsed_seconds']}s" for k, v in procs.items())
+        for node, procs in out.items()))
+    return out
+
+
 def apply_timings(bench, lab, sizes, first_install, restart_cmd, errors, extra=None):
     """state.apply on web-a with N instances: first run after the pillar change, then the idempotent run."""
     out = []
@@ -194,6 +221,7 @@ def run_all(bench, lab, args, trials, restart_cmd, results, errors):
             if hook is not None and hasattr(hook, "begin"):
                 hook.begin(lab)
             bench.run_profile("ours", args.scenarios)
+            results["overhead"] = overhead(bench, lab)
     if hook is not None and hasattr(hook, "measure"):
         ours = [t for t in bench.results["trials"] if t["profile"] == "ours" and t["scenario"] in scenarios.BY_NAME
                 and isinstance(scenarios.BY_NAME[t["scenario"]], scenarios.FAULT_TYPES)]

@@ -165,6 +165,12 @@ def table(results):
             first = a.get("first") or {}
             idem = a.get("idempotent") or {}
             lines.append(f"  {a['instances']:>9}  {_s(first):19s}  {_s(idem)}")
+    if results.get("overhead"):
+        lines.append("\nCPU of our profile's daemons (share of one core over each process's lifetime):")
+        for node, procs in results["overhead"].items():
+            parts = [f"{name} {p['cpu_percent']}% ({p['cpu_seconds']} s in {p['elapsed_seconds']} s)"
+                     for name, p in sorted(procs.items()) if p.get("cpu_percent") is not None]
+            lines.append(f"  {node}: " + ", ".join(parts))
     if results.get("targets"):
         lines.append("\ntargets for our defaults:")
         for t in results["targets"]:
