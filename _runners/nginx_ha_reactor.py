@@ -70,6 +70,7 @@ DEFAULTS = {
     "restart_window": 300,
     "restart_coalesce": 10,
     "health_delay": 3,
+    "check_before_restart": True,  # a FAULT of a node whose nginx is healthy again restarts nothing
     "timeout": 30,
     "require_signature": True,
     "state_file": None,
@@ -382,7 +383,7 @@ def _on_fault(event, cfg):
     limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
     with _state(cfg) as state:
         in_maintenance = node in state["maintenance"]
-    if not in_maintenance:
+    if not in_maintenance and cfg["check_before_restart"]:
         # A FAULT can arrive late (the master was down) or be keepalived's own start-up: heal
         # only what is still broken, never restart an nginx that serves.
         health_ok, health_ret = _call(node, cfg["actions"]["health"], cfg["timeout"])
