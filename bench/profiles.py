@@ -93,7 +93,7 @@ def write_pillar(pillar_dir, pillar):
 
 def apply(lab, node, timeout=600):
     """state.apply nginx_ha on ``node``: (wall seconds, seconds the states took, changed, failed ids)."""
-    minion_pid = minion_pid_of(lab, node)
+    minion_pid = lab.minion_pid(node)
     t0 = time.monotonic()
     ret = lab.salt(node, "state.apply", "nginx_ha", timeout=timeout, job_timeout=60)
     wall = time.monotonic() - t0
@@ -104,21 +104,5 @@ def apply(lab, node, timeout=600):
     failed = {v.get("__id__", k): v.get("comment") for k, v in ret.items() if v.get("result") is False}
     restarted = any(v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values())
     if restarted:  # the run restarted the minion (events engine configuration): wait for the new one
-        wait_minion_restart(lab, node, minion_pid)
+        lab.wait_minion_restart(node, minion_pid)
     return {"wall": wall, "states": states, "changed": changed, "failed": failed, "n_states": len(ret)}
-
-
-def minion_pid_of(lab, node):
-    res = lab.host(node).run("cat /run/salt-minion.pid 2>/dev/null", timeout=30)
-    return res.stdout.strip() or None
-
-
-def wait_minion_restart(lab, node, old_pid, timeout=60):
-    """Wait until ``node``'s salt-minion is a new process (the restart finished) that answers test.ping."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = minion_pid_of(lab, node)
-        if pid and pid != old_pid and lab.host(node).run(f"kill -0 {pid}", timeout=30).returncode == 0:
-            break
-        time.sleep(0.3)
-    lab.wait_minions([node])

@@ -640,6 +640,27 @@ class Lab:
                            f"--- stderr ---\n{_tail(proc.stderr)}")
         return data[target] if single else data
 
+    def minion_pid(self, name):
+        """PID (as a string) of ``name``'s running salt-minion per its pidfile, or None."""
+        res = self.host(name).run("cat /run/salt-minion.pid 2>/dev/null", timeout=30)
+        return res.stdout.strip() or None
+
+    def wait_minion_restart(self, name, old_pid, timeout=60):
+        """
+        After a state run restarted ``name``'s minion (MINION_RESTART_CMD, in the background): until
+        the old process has exited it still answers test.ping, so wait for a new, live process and
+        then for it to answer.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.minion_pid(name)
+            if pid and pid != old_pid and self.host(name).run(f"kill -0 {pid}", timeout=30).returncode == 0:
+                break
+            time.sleep(0.3)
+        else:
+            raise LabError(f"{name}'s salt-minion was not restarted within {timeout}s (still pid {old_pid})")
+        self.wait_minions([name])
+
     def salt_run(self, fun, *args, timeout=300, **kwargs):
         """
         ``salt-run --out json <fun> <args> <key=value...>`` on the master host: (exit code, parsed

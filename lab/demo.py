@@ -91,15 +91,15 @@ def main():
             say("salt 'web-*' state.apply nginx_ha  (through the master)")
             for node in NODES:
                 start = time.monotonic()
+                before = lab.minion_pid(node)
                 ret = lab.salt(node, "state.apply", "nginx_ha", timeout=600)
+                if any(v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values()):
+                    lab.wait_minion_restart(node, before)  # the run restarted the minion to load the events engine
                 bad = [v.get("__id__", k) for k, v in ret.items() if v.get("result") is False]
                 changed = [v.get("__id__", k) for k, v in ret.items() if v.get("changes")]
                 detail(f"{node}: {len(ret)} states, {len(changed)} changed, {len(bad)} failed ({time.monotonic() - start:.1f}s)")
                 if bad:
                     raise SystemExit(f"demo: state.apply failed on {node}: {bad}")
-            detail("the runs (re)started the minions to load the nginx_ha_events engine; waiting for them")
-            time.sleep(3)
-            lab.wait_minions(list(NODES))
             wait_until(lambda: holders(lab) == ["web-a"], 15)
             show(lab)
 

@@ -27,23 +27,13 @@ def base_pillar(**instance_overrides):
 
 def apply(lab, node, *args, timeout=300):
     """state.apply nginx_ha on one node; waits for the minion to come back when the run restarted it."""
-    before = minion_pid(lab, node)
+    before = lab.minion_pid(node)
     ret = lab.salt(node, "state.apply", "nginx_ha", *args, timeout=timeout)
     if isinstance(ret, dict) and any(
         v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values()
     ):
-        # The restart runs in the background after the return: until the old minion has exited,
-        # it still answers test.ping. Wait for the new process, then for it to answer.
-        wait_for(lambda: minion_pid(lab, node) not in (None, before)
-                 and lab.host(node).run(f"kill -0 {minion_pid(lab, node)}").returncode == 0,
-                 60, interval=0.3, what=f"{node}'s salt-minion restarted")
-        lab.wait_minions([node])
+        lab.wait_minion_restart(node, before)
     return ret
-
-
-def minion_pid(lab, node):
-    res = lab.host(node).run("cat /run/salt-minion.pid")
-    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
 
 def write_pillar(pillar_dir, pillar):
