@@ -57,10 +57,11 @@ def remove_baseline(lab):
                  "rm -f /etc/keepalived/nginx_check.sh; true", timeout=60)
 
 
-def _merge(base, extra):
-    out = dict(base)
+def merge(base, extra):
+    """``base`` with ``extra`` merged in, recursively for dicts (neither is changed)."""
+    out = dict(base or {})
     for key, value in (extra or {}).items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -81,7 +82,7 @@ def ours_pillar(instances=1, minion_restart_cmd=None, extra=None):
     pillar = {"pkg_refresh": False, "vrrp_instances": vrrp}
     if minion_restart_cmd:
         pillar["events"] = {"minion_restart_cmd": minion_restart_cmd}
-    return {"nginx_ha": _merge(pillar, extra)}
+    return {"nginx_ha": merge(pillar, extra)}
 
 
 def write_pillar(pillar_dir, pillar):

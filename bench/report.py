@@ -15,6 +15,7 @@ TARGETS = (
     ("failback", "failed_total", 0, "failback: 0 failed requests"),
     ("maintenance", "failed_total", 0, "planned switchover: 0 failed requests"),
     ("apply", "idempotent_wall", 3.0, "idempotent state.apply (1 instance) < 3 s"),
+    ("events", "median", 0.1, "transition -> event on the master bus (default path): median < 100 ms"),
 )
 EVENT_SLOT = "transition_to_master_event"  # results.json key of the event-latency slot
 
@@ -68,11 +69,14 @@ def summarize(results):
     return summary
 
 
-def check_targets(summary, apply_results):
+def check_targets(summary, apply_results, events=None):
     out = []
     for scenario, stat, limit, text in TARGETS:
         value = None
-        if scenario == "apply":
+        if scenario == "events":
+            value = (events or {}).get("median")
+            met = None if value is None else value < limit
+        elif scenario == "apply":
             one = next((a for a in apply_results or [] if a["instances"] == 1), None)
             value = one["idempotent"]["wall"] if one and one.get("idempotent") else None
             met = value is not None and value < limit
@@ -152,12 +156,7 @@ def table(results):
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 5)
-    ev = results.get(EVENT_SLOT) or {}
-    if ev.get("median") is not None:
-        lines.append(f"\ntransition -> event on master bus (ours): median {_ms(ev['median'])}, p95 {_ms(ev.get('p95'))}, "
-                     f"max {_ms(ev.get('max'))} (n={ev.get('n')})")
-    else:
-        lines.append(f"\ntransition -> event on master bus (ours): {ev.get('status', 'n/a')}")
+    lines.extend(event_lines(results.get(EVENT_SLOT) or {}))
     if results.get("apply"):
         lines.append("\nstate.apply nginx_ha on web-a, wall time of `salt web-a state.apply` (time the states took):")
         lines.append("  instances  first run            idempotent run")
@@ -179,6 +178,27 @@ def table(results):
             shown = "-" if value is None else (f"{value}" if isinstance(value, int) else _ms(value))
             lines.append(f"  [{mark:^12s}] {t['target']} (measured: {shown})")
     return "\n".join(lines)
+
+
+def event_lines(ev):
+    """The events phase: transition -> master bus per delivery path, and the reactor's heal time."""
+    if not ev.get("paths"):
+        return [f"\ntransition -> event on the master bus (ours): {ev.get('status', 'n/a')}"]
+    lines = ["\nVRRP transition (keepalived's log line) -> event on the master bus, per delivery path "
+             "(same transitions, both paths on):"]
+    for p in ev["paths"].values():
+        missing = f", {p['missing']} of {p['transitions']} transitions without an event" if p.get("missing") else ""
+        lines.append(f"  {p['what']:40s} median {_ms(p['median']):>7s}  p95 {_ms(p['p95']):>7s}  max {_ms(p['max']):>7s}"
+                     f"  (n={p['n']}{missing})")
+    heal = ev.get("reactor_heal") or {}
+    if heal.get("trials"):
+        lines.append(f"reactor heal, nginx SIGKILLed on the MASTER, nothing else done ({heal['healed']}/{heal['trials']} healed; "
+                     "median / max after the kill):")
+        for key, text in (("fault", "web-a in FAULT (watcher)"), ("nginx_back", "nginx answering again (reactor restart)"),
+                          ("master_again", "web-a MASTER again")):
+            s = heal.get(key) or {}
+            lines.append(f"  {text:40s} {_ms(s.get('median')):>7s} / {_ms(s.get('max'))}")
+    return lines
 
 
 def _s(a):

@@ -7,7 +7,6 @@ again for ``settle`` seconds (or the scenario's window ends: not recovered), rep
 the VIP come back (failback), stop the poller and keep its samples.
 """
 
-import importlib
 import os
 import secrets
 import sys
@@ -29,32 +28,14 @@ class BenchError(RuntimeError):
     pass
 
 
-def event_latency_hook():
-    """
-    The slot for "VRRP transition -> event on the master's bus" (the nginx_ha_events engine):
-    ``bench/event_latency.py`` may define ``begin(lab)`` (called before our profile's trials) and
-    ``measure(lab, trials)`` (called after them with our fault-trial dicts, which carry the
-    wall-clock ``t_fault`` and the client-seen ``transitions``), returning a dict such as
-    ``{"n": 5, "median": 0.006, "p95": 0.012, "max": 0.02}`` (seconds) or None. Absent: the table
-    says "n/a (no bench.event_latency)".
-    """
-    try:
-        module = importlib.import_module("bench.event_latency")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bench.event_latency":
-            raise
-        return None
-    return module
-
-
 class Poller:
     """The client poller (bench/poller.py) running in the lab's client host."""
 
-    def __init__(self, lab, tag, max_seconds=120):
+    def __init__(self, lab, tag, max_seconds=120, url=None):
         self.lab = lab
         name = f"/tmp/bench-poll-{tag}-{secrets.token_hex(3)}"
         self.out, self.stop_file = name + ".txt", name + ".stop"
-        cmd = (f"{PYTHON} {POLLER} --url http://{profiles.VIP}/ --out {self.out} --stop-file {self.stop_file} "
+        cmd = (f"{PYTHON} {POLLER} --url {url or f'http://{profiles.VIP}/'} --out {self.out} --stop-file {self.stop_file} "
                f"--interval {POLL_INTERVAL} --timeout {POLL_TIMEOUT} --nodes {','.join(profiles.NODES)} "
                f"--max-seconds {max_seconds} --max-requests {int(max_seconds / POLL_INTERVAL) + 10}")
         self.pid = lab.client.spawn(cmd, log_path=name + ".log")

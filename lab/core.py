@@ -541,16 +541,18 @@ class Lab:
 
     # -- salt ------------------------------------------------------------------------------
     def _write_salt_config(self):
+        self._write_master_config()
+        for host in self.minions:
+            conf = _merge(MINION_DEFAULTS, {"id": host.name, "master": self.master.addr("mgmt")})
+            self._write_conf(host, "minion", _merge(conf, self.minion_extra))
+
+    def _write_master_config(self):
         master = _merge(MASTER_DEFAULTS, {
             "interface": self.master.addr("mgmt"),
             "file_roots": {"base": self.file_roots},
             "pillar_roots": {"base": [self.pillar_dir]},
         })
-        master = _merge(master, self.master_extra)
-        self._write_conf(self.master, "master", master)
-        for host in self.minions:
-            conf = _merge(MINION_DEFAULTS, {"id": host.name, "master": self.master.addr("mgmt")})
-            self._write_conf(host, "minion", _merge(conf, self.minion_extra))
+        self._write_conf(self.master, "master", _merge(master, self.master_extra))
 
     @staticmethod
     def _write_conf(host, name, data):
@@ -660,6 +662,26 @@ class Lab:
         else:
             raise LabError(f"{name}'s salt-minion was not restarted within {timeout}s (still pid {old_pid})")
         self.wait_minions([name])
+
+    def restart_master(self, master_extra=None, timeout=30):
+        """
+        Restart salt-master, first merging ``master_extra`` (recursively) into its configuration:
+        for settings read only at start (reactor, event_return...). Waits until the minions,
+        which reconnect on their own, answer test.ping again.
+        """
+        if master_extra:
+            self.master_extra = _merge(self.master_extra, master_extra)
+        self._write_master_config()
+        # '[s]alt-master' matches the daemon's processes but not this shell's own command line
+        stop = ("kill -TERM $(cat /run/salt-master.pid) 2>/dev/null; pkill -TERM -f 'bin/[s]alt-master'; i=0; "
+                "while pgrep -f 'bin/[s]alt-master' >/dev/null; do i=$((i+1)); "
+                f"[ $i -gt {int(timeout * 5)} ] && pkill -KILL -f 'bin/[s]alt-master'; sleep 0.2; done; "
+                "rm -f /run/salt-master.pid")
+        t0 = time.monotonic()
+        self.master.run(stop, check=True, timeout=timeout + 30)
+        self._start_salt([self.master])
+        self.wait_minions()
+        log(f"salt-master restarted ({time.monotonic() - t0:.1f}s)")
 
     def salt_run(self, fun, *args, timeout=300, **kwargs):
         """

@@ -23,11 +23,13 @@ Only the standard library is used. Output goes to ``<hostdir>/init.log``.
 """
 
 import contextlib
+import datetime
 import ctypes
 import ctypes.util
 import errno
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -195,11 +197,22 @@ def _syslog_socket(hostdir):
     return sock
 
 
-def _syslog_line(data):
+_BSD_STAMP = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d ")
+
+
+def _syslog_line(data, now=None):
+    """
+    One /var/log/syslog line: the reception time in RFC 3339 with microseconds (as rsyslog's
+    default on Debian), then the message without its priority and second-resolution BSD stamp:
+    ``2026-11-29T00:12:34.123456+00:00 Keepalived_vrrp[42]: (VI_web) Entering MASTER STATE``.
+    The benchmark times VRRP transitions by it.
+    """
     text = data.decode(errors="replace").rstrip("\n\0")
     if text.startswith("<") and ">" in text[:5]:
         text = text[text.index(">") + 1:]
-    return text + "\n"
+    text = _BSD_STAMP.sub("", text, count=1)
+    stamp = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.timezone.utc)
+    return f"{stamp.isoformat(timespec='microseconds')} {text}\n"
 
 
 def _others():

@@ -7,11 +7,9 @@ receiver on the client host, transitions made while the master is down delivered
 (each node's in keepalived's order; across nodes the arrival order is not theirs, the payload
 ``time`` is), and events from one node that name another change nothing.
 
-How the master bus is observed: the master's ``event_return`` (the ``rawfile_json`` returner,
-one JSON object ``{tag, data}`` per line in the master host's /var/log/salt/nginx_ha_bus.jsonl).
-Salt's EventReturn process reads the master's bus from the master's start, before its request
-server accepts minions, so unlike a ``salt-run state.event`` listener it cannot miss what is
-delivered right after a master restart. It records the VRRP events, the alerts, the reactor's
+How the master bus is observed: the lab's bus recorder (``lab.bus``: the master's
+``event_return`` to a JSON-lines file, which cannot miss what is delivered right after a master
+restart). It records the VRRP events, the alerts, the reactor's
 runner returns (``salt/run/*/ret``: what it decided) and the jobs it published
 (``salt/job/*/new``: which minion it asked to restart nginx).
 
@@ -20,8 +18,6 @@ The last one checks that a MASTER event arriving late (its node was cut off) doe
 Timing figures (transition -> master bus) are printed (run with ``-s``), never asserted.
 """
 
-import datetime
-import fnmatch
 import json
 import pathlib
 import secrets
@@ -31,6 +27,7 @@ import pytest
 import yaml
 
 from lab import Lab
+from lab import bus as lab_bus
 from tests.cluster.support import VIP, apply, base_pillar, failed, pid_of, served_by, vip_holders, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +35,6 @@ pytestmark = pytest.mark.cluster
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NODES = ("web-a", "web-b")
 INSTANCE = "VI_web"
-BUS_LOG = "/var/log/salt/nginx_ha_bus.jsonl"  # in the master host
 FIFO = "/run/nginx_ha_vrrp.fifo"  # in each minion host (osfamilymap: keepalived.notify_fifo)
 NGINX_PID = "/run/nginx.pid"
 CLIENT_MGMT = "198.51.100.50"  # the client host on the management network, reachable from the master
@@ -110,10 +106,7 @@ def master_extra(client_mgmt):
             "webhook": {"url": f"http://{client_mgmt}:{HOOK_PORT}/hook", "timeout": 2, "retries": 2},
         },
         # the bus recorder (see the module docstring)
-        "event_return": "rawfile_json",
-        "rawfile_json.filename": BUS_LOG,
-        "event_return_queue": 0,
-        "event_return_whitelist": ["nginx_ha/*", "salt/run/*/ret", "salt/job/*/new"],
+        **lab_bus.recorder(["nginx_ha/*", "salt/run/*/ret", "salt/job/*/new"]),
     }
 
 
@@ -122,35 +115,9 @@ def master_extra(client_mgmt):
 # ---------------------------------------------------------------------------------------------
 
 
-def _epoch(stamp):
-    try:
-        when = datetime.datetime.fromisoformat(stamp)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
-
-
 def bus(lab, pattern="*", after=0.0, where=None):
     """Events on the master bus matching the tag glob, fired at or after ``after``, in bus order."""
-    text = lab.master.read_file(BUS_LOG, missing_ok=True) or ""
-    found = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        tag, data = event.get("tag"), event.get("data")
-        if not isinstance(tag, str) or not isinstance(data, dict) or not fnmatch.fnmatchcase(tag, pattern):
-            continue
-        stamp = _epoch(data.get("_stamp"))
-        if stamp is None or stamp < after:
-            continue
-        event["stamp"] = stamp
-        if where is None or where(event):
-            found.append(event)
-    return found
+    return lab_bus.events(lab, pattern, after, where)
 
 
 def vrrp_events(lab, after, node=None):

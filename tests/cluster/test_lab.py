@@ -5,6 +5,7 @@ power cycles, and that nothing is left behind. The safety check refusing a root 
 routes a lab range is tested on sample ``ip -j`` output (never by adding routes to this machine).
 """
 
+import datetime
 import json
 import os
 import re
@@ -181,8 +182,13 @@ def test_runlevel_says_2_and_systemctl_is_hidden(lab):
 
 
 def test_each_host_has_its_own_syslog(lab):
+    before = time.time()
     lab.host("web-a").run("logger -t labtest syslog-probe-from-web-a", check=True)
     assert wait(lambda: "labtest: syslog-probe-from-web-a" in (lab.host("web-a").read_file("/var/log/syslog")), 5)
+    line = next(x for x in lab.host("web-a").read_file("/var/log/syslog").splitlines() if "syslog-probe-from-web-a" in x)
+    stamp, _, message = line.partition(" ")  # reception time with microseconds (the benchmark times by it)
+    assert message.startswith("labtest")
+    assert before - 0.01 <= datetime.datetime.fromisoformat(stamp).timestamp() <= time.time(), line
     assert "syslog-probe" not in (lab.host("web-b").read_file("/var/log/syslog", missing_ok=True) or "")
     assert "syslog-probe-from-web-a" in lab.logs()
 
@@ -296,6 +302,16 @@ def test_minions_come_back_after_the_master_power_cycles(lab):
     lab.power_on("master")  # same keys (its /etc/salt is on "disk"), new AES session key
     lab.wait_minions(timeout=40)
     assert lab.salt("*", "test.ping") == {"web-a": True, "web-b": True}
+
+
+def test_restart_master_applies_new_master_settings(lab):
+    old_pid = lab.master.run("cat /run/salt-master.pid", check=True).stdout.strip()
+    lab.restart_master({"nginx_ha_lab_marker": "restarted"})
+    assert lab.salt_run("config.get", "nginx_ha_lab_marker", timeout=60) == (0, "restarted")
+    assert lab.salt("*", "test.ping") == {"web-a": True, "web-b": True}
+    new_pid = lab.master.run("cat /run/salt-master.pid", check=True).stdout.strip()
+    running = lab.master.run("pgrep -f 'bin/[s]alt-master'").stdout.split()
+    assert new_pid != old_pid and new_pid in running and old_pid not in running
 
 
 def test_start_time_is_reasonable(lab):
