@@ -157,9 +157,11 @@ def syslog_transitions(lab, after):
 
 
 def reactor_idle(lab, after, quiet=2.0):
-    """Every signed VRRP event since ``after`` has its reactor decision, and none came for ``quiet`` s."""
+    """Every engine event since ``after`` has its reactor decision, and none came for ``quiet`` s."""
     events = [e for e in lab_bus.events(lab, "nginx_ha/vrrp/*", after) if path_of(e) == "engine"]
-    decided = lab_bus.events(lab, "salt/run/*/ret", after, where=lambda e: e["data"].get("fun") == REACTOR_FUN)
+    # decisions on engine events carry its seq; the notify script's (unsigned) ones are rejected without
+    decided = lab_bus.events(lab, "salt/run/*/ret", after, where=lambda e: e["data"].get("fun") == REACTOR_FUN
+                             and isinstance(e["data"].get("return"), dict) and e["data"]["return"].get("seq") is not None)
     last = max([e["stamp"] for e in events + decided] or [0.0])
     return len(decided) >= len(events) and time.time() - last >= quiet
 
@@ -175,7 +177,11 @@ def _wait(check, timeout, what):
 
 def setup(bench, lab, restart_cmd, extra):
     """Both delivery paths on both nodes, the reactor and the bus recorder on the master."""
-    pillar = profiles.ours_pillar(1, restart_cmd, profiles.merge(extra, {"events": {"notify_script": True}}))
+    # keepalived runs notify scripts with the init script's PATH (/sbin:/bin:/usr/sbin:/usr/bin):
+    # name the lab's salt-call (in the virtualenv), as a node whose salt-call is elsewhere would
+    salt_call = os.path.join(lab.venv, "bin", "salt-call")
+    events = {"events": {"notify_script": True, "salt_call": salt_call}}
+    pillar = profiles.ours_pillar(1, restart_cmd, profiles.merge(extra, events))
     profiles.write_pillar(lab.pillar_dir, pillar)
     for node in profiles.NODES:
         lab.salt(node, "saltutil.refresh_pillar", "wait=True", timeout=60)

@@ -79,7 +79,7 @@ def check_targets(summary, apply_results, events=None):
         elif scenario == "apply":
             one = next((a for a in apply_results or [] if a["instances"] == 1), None)
             value = one["idempotent"]["wall"] if one and one.get("idempotent") else None
-            met = value is not None and value < limit
+            met = None if value is None else value < limit
         else:
             s = (summary.get(scenario) or {}).get("ours")
             if s is None:
