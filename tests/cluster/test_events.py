@@ -471,7 +471,9 @@ def test_failover_without_the_master_and_events_delivered_in_order_afterwards(la
 
     # the reactor handled the FAULT it got late (web-a had recovered meanwhile); wait for it, so
     # the next test starts clean
-    (ret,) = wait_reactor(lab, t0, lambda r: r.get("node") == "web-a" and r.get("state") == "FAULT", timeout=90, what="the reactor's FAULT decision")
+    # (a redelivered FAULT, same seq, is answered "duplicate", possibly before the first is decided)
+    (ret,) = wait_reactor(lab, t0, lambda r: r.get("node") == "web-a" and r.get("state") == "FAULT" and r.get("action") != "duplicate",
+                          timeout=90, what="the reactor's FAULT decision")
     print(f"  reactor on the late FAULT: {ret['action']} (healthy: {ret.get('healthy')})")
     # already-healthy: its health check reached web-a, whose nginx had recovered; restarted: web-a's
     # minion had not reconnected to the restarted master in time to answer it (a restart of a
@@ -597,7 +599,7 @@ def test_the_notify_script_path_reports_the_same_transitions_unsigned_and_the_re
                   f"notify script {1000 * (event['stamp'] - t0):.0f} ms after maintenance on was sent")
         rejected = wait_reactor(lab, t0, lambda r: r.get("action") == "rejected", count=2, what="the unsigned events rejected")
         assert all("sig" in r["reason"] for r in rejected), rejected
-        assert jobs(lab, t0, ("service.restart", "nginx_ha.maintenance")) == []  # nothing acted on them
+        assert jobs(lab, t0, ("service.restart",)) == []  # nothing acted on them (maintenance here is the test's own call)
     finally:
         lab.salt("web-a", "nginx_ha.maintenance", "off", timeout=120)
         set_notify_script(lab, False)
