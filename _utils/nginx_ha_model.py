@@ -376,6 +376,8 @@ def validate(config):
         for name in instances:
             _validate_instance(errors, config, name, seen_vrids, seen_vips)
     _mapping(errors, _key("nodes"), config.get("nodes"))
+    if "local_vip" in config:
+        _check_bool(errors, _key("local_vip"), config["local_vip"])
     _extra_options(errors, _key("global_defs"), config.get("global_defs"))
     _validate_check(errors, config.get("check"))
     _validate_nginx(errors, config.get("nginx"))
@@ -487,4 +489,20 @@ def node_view(config, minion_id):
     health["url"] = health_url(health.get("listen", "127.0.0.1:8081"), health.get("path", "/"))
     view["global_defs"] = dict(view.get("global_defs") or {})
     view["global_defs"].setdefault("router_id", minion_id)
+    view["local_vip"] = bool(view.get("local_vip", False))
+    # local_vip: each VIP of this node once (host prefix), and the interfaces keepalived puts VIPs on
+    view["local_vips"], view["vrrp_interfaces"] = [], []
+    for inst in view["instances"]:
+        for vip in inst["virtual_ipaddress"]:
+            host = f"{vip['ip']}/{128 if ':' in vip['ip'] else 32}"
+            if host not in view["local_vips"]:
+                view["local_vips"].append(host)
+            iface = _vip_dev(vip) or inst["interface"]
+            if iface not in view["vrrp_interfaces"]:
+                view["vrrp_interfaces"].append(iface)
     return view
+
+
+def _vip_dev(vip):
+    words = vip["extra"].split()
+    return next((words[i + 1] for i in range(len(words) - 1) if words[i] == "dev"), None)

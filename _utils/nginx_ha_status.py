@@ -3,7 +3,7 @@ Parse what keepalived and the kernel say about VRRP on this host (pure Python, n
 
 * ``parse_keepalived_json(text)``: keepalived's JSON data dump (``kill -s $(keepalived
   --signum=JSON)``, written to ``/tmp/keepalived.json``) -> ``{instance: {...}}``.
-* ``parse_ip_addr(text)``: ``ip -j addr`` -> ``{address: interface}``.
+* ``parse_ip_addr(text)``: ``ip -j addr`` -> ``{address: [interface, ...]}``.
 * ``instance_status(...)``: join the configured instance, keepalived's view and the kernel's.
 """
 
@@ -58,13 +58,24 @@ def parse_keepalived_json(text):
 
 
 def parse_ip_addr(text):
-    """``ip -j addr`` output -> ``{ip: interface}`` for every address on the host."""
+    """``ip -j addr`` output -> ``{ip: [interface, ...]}`` for every address on the host."""
     addresses = {}
     for link in json.loads(text or "[]"):
         for info in link.get("addr_info", []):
             if "local" in info:
-                addresses[str(ipaddress.ip_address(info["local"]))] = link.get("ifname")
+                ifaces = addresses.setdefault(str(ipaddress.ip_address(info["local"])), [])
+                if link.get("ifname") not in ifaces:
+                    ifaces.append(link.get("ifname"))
     return addresses
+
+
+def vip_interface(vip, instance_interface):
+    """The interface keepalived puts a VIP on: its ``dev`` option, else the instance's interface."""
+    words = (vip.get("extra") or "").split()
+    for i, word in enumerate(words[:-1]):
+        if word == "dev":
+            return words[i + 1]
+    return instance_interface
 
 
 def instance_status(configured, keepalived, local_addresses, keepalived_running):
@@ -74,7 +85,9 @@ def instance_status(configured, keepalived, local_addresses, keepalived_running)
     ``keepalived`` its entry from ``parse_keepalived_json`` (or None).
     """
     vips = [vip["ip"] for vip in configured["virtual_ipaddress"]]
-    present = [ip for ip in vips if ip in local_addresses]
+    # on its VRRP interface: with local_vip every node also has the VIPs on lo, which is not holding them
+    present = [vip["ip"] for vip in configured["virtual_ipaddress"]
+               if vip_interface(vip, configured["interface"]) in local_addresses.get(vip["ip"], ())]
     if not keepalived_running:
         state = "STOP"
     elif keepalived is None:

@@ -25,3 +25,9 @@ nginx_ha_keepalived_running:
     - require:
       - service: nginx_ha_nginx_running
       - sysctl: nginx_ha_sysctl_ip_nonlocal_bind
+{%- if nginx_ha.local_vip %}
+{%- for iface in nginx_ha.vrrp_interfaces %}
+      - sysctl: nginx_ha_sysctl_arp_ignore_{{ iface }}
+      - sysctl: nginx_ha_sysctl_arp_announce_{{ iface }}
+{%- endfor %}
+{%- endif %}

@@ -15,6 +15,7 @@ import pytest
 
 from lab import Lab
 from tests.cluster.support import (
+    VIP,
     apply,
     Poller,
     base_pillar,
@@ -79,6 +80,26 @@ def test_exactly_one_host_owns_the_vip(lab):
 def test_client_reaches_the_masters_page_through_the_vip(lab):
     assert wait_for(lambda: served_by(lab) == "web-a", 10, what="web-a's page through the VIP")
     assert "web-a" in page(lab)
+
+
+def test_a_request_that_reaches_the_backup_is_answered_there_and_only_the_master_answers_arp(lab):
+    """local_vip (default): every node has the VIP on lo; the BACKUP serves what still reaches it."""
+    web_b = lab.host("web-b")
+    lo = web_b.run("ip -o addr show dev lo", check=True).stdout
+    assert f"{VIP}/32" in lo and "scope host" in lo, lo
+    assert web_b.run("sysctl -n net.ipv4.conf.eth0.arp_ignore net.ipv4.conf.eth0.arp_announce", check=True).stdout.split() == ["1", "2"]
+    assert lab.salt("web-b", "nginx_ha.vip_status")["VI_web"]["holds_vip"] is False  # lo is not holding it
+    client = lab.client
+    client.run(f"ip neigh flush to {VIP}", check=True)
+    assert "web-a" in page(lab)
+    neigh = client.run(f"ip neigh show to {VIP}", check=True).stdout
+    assert lab.host("web-a").mac("svc") in neigh, neigh  # the ARP answer came from the MASTER alone
+    # a client that still has web-b's MAC for the VIP (the moment after a handover) gets an answer
+    try:
+        client.run(f"ip neigh replace {VIP} lladdr {web_b.mac('svc')} dev eth0 nud permanent", check=True)
+        assert "web-b" in page(lab)
+    finally:
+        client.run(f"ip neigh del {VIP} dev eth0")
 
 
 def test_config_is_what_the_pillar_says(lab):

@@ -64,6 +64,7 @@ CASES = {
     ),
     "subsecond advert on v2": (lambda p: inst(p).update(advert_int=0.5, version=2), "advert_int: 0.5 needs version: 3"),
     "nopreempt not bool": (lambda p: inst(p).update(nopreempt="yes"), "nginx_ha:vrrp_instances:VI_web:nopreempt: 'yes' is not true or false"),
+    "local_vip not bool": (lambda p: p.update(local_vip="on"), "nginx_ha:local_vip: 'on' is not true or false"),
     "config injection in option": (
         lambda p: inst(p).update(options={"garp_master_delay": "1\n}\nvrrp_script x {"}),
         "nginx_ha:vrrp_instances:VI_web:options:garp_master_delay:",

@@ -3,6 +3,8 @@ Render the formula's templates for several cluster pillars and feed the output t
 ``keepalived -t`` and ``nginx -t`` (in a private sandbox, see tests/support/sandbox.py).
 """
 
+import copy
+
 import pytest
 
 from tests.support import formula, sandbox
@@ -139,6 +141,18 @@ def test_active_active_each_node_masters_one_instance():
     assert a.index("vrrp_instance VI_a") < a.index("state MASTER") < a.index("vrrp_instance VI_b")
     assert b.index("vrrp_instance VI_b") < b.index("state MASTER")
     assert "203.0.113.102/24 dev eth0 label eth0:vip" in a
+
+
+def test_local_vip_puts_every_vip_on_lo_once_and_lists_the_vrrp_interfaces():
+    node = formula.node_view(ACTIVE_ACTIVE, "web-b")
+    text = formula.render("keepalived.conf.jinja", node=node)
+    block = text[text.index("static_ipaddress {"):text.index("}", text.index("static_ipaddress {"))]
+    assert block.count(" dev lo scope host") == len(node["local_vips"]) >= 2
+    assert "203.0.113.102/32 dev lo scope host" in block
+    assert node["vrrp_interfaces"] == ["eth0"]
+    off = copy.deepcopy(ACTIVE_ACTIVE)
+    off["local_vip"] = False
+    assert "static_ipaddress" not in formula.render("keepalived.conf.jinja", node=formula.node_view(off, "web-b"))
 
 
 def test_unicast_peers_are_the_other_nodes():

@@ -37,7 +37,7 @@ def test_parse_keepalived_json_rejects_garbage(text):
 
 def test_parse_ip_addr():
     addrs = status.parse_ip_addr((DATA / "ip-addr-master.json").read_text())
-    assert addrs["203.0.113.11"] == "eth0" and addrs["203.0.113.100"] == "eth0"
+    assert addrs["203.0.113.11"] == ["eth0"] and addrs["203.0.113.100"] == ["eth0"]
     assert "fe80::ac5a:43ff:fe4e:cc9" in addrs
 
 
@@ -54,10 +54,24 @@ def test_instance_status_master_holding_vip():
 
 
 def test_instance_status_keepalived_stopped():
-    st = status.instance_status(configured(), None, {"203.0.113.11": "eth0"}, False)
+    st = status.instance_status(configured(), None, {"203.0.113.11": ["eth0"]}, False)
     assert st["state"] == "STOP" and st["holds_vip"] is False and "not running" in st["comment"]
 
 
 def test_instance_status_unknown_instance_to_running_keepalived():
     st = status.instance_status(configured(), None, {}, True)
     assert st["state"] == "UNKNOWN" and "reload" in st["comment"]
+
+
+def test_a_vip_on_lo_only_is_not_held():
+    """local_vip: every node has the VIPs on lo; only the VRRP interface's copy means ownership."""
+    ka = status.parse_keepalived_json((DATA / "keepalived-2.2.7-master.json").read_text())["VI_web"]
+    backup = {"203.0.113.11": ["eth0"], "203.0.113.100": ["lo"]}
+    assert status.instance_status(configured(), ka, backup, True)["holds_vip"] is False
+    master = {"203.0.113.11": ["eth0"], "203.0.113.100": ["lo", "eth0"]}
+    assert status.instance_status(configured(), ka, master, True)["vips_present"] == ["203.0.113.100"]
+
+
+def test_vip_interface_follows_keepalived_dev_option():
+    assert status.vip_interface({"ip": "203.0.113.100", "extra": "dev eth1 label eth1:1"}, "eth0") == "eth1"
+    assert status.vip_interface({"ip": "203.0.113.100", "extra": ""}, "eth0") == "eth0"
