@@ -125,6 +125,24 @@ def overhead(bench, lab):
     return out
 
 
+def calibration(bench, lab):
+    """How fast this machine is, to compare runs: a fixed Python loop, and the floor of any salt CLI call."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(10**7):
+        total += i
+    loop = time.perf_counter() - t0
+    pings = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        lab.salt(profiles.MASTER, "test.ping", timeout=60)
+        pings.append(time.monotonic() - t0)
+    out = {"python_loop_1e7_seconds": round(loop, 3), "salt_cli_test_ping_seconds": round(sorted(pings)[1], 3)}
+    bench.say(f"machine: a 10^7-step Python loop {loop:.2f} s; `salt web-a test.ping` {out['salt_cli_test_ping_seconds']:.2f} s "
+              "(the floor of every salt CLI call below)")
+    return out
+
+
 def apply_timings(bench, lab, sizes, first_install, restart_cmd, errors, extra=None):
     """state.apply on web-a with N instances: first run after the pillar change, then the idempotent run."""
     out = []
@@ -239,6 +257,8 @@ def run_all(bench, lab, args, trials, restart_cmd, results, errors):
         if "ours" in args.profiles:
             bench.run_profile("ours", args.scenarios)
             results["overhead"] = overhead(bench, lab)
+    if args.apply_sizes:
+        results["meta"]["calibration"] = calibration(bench, lab)
     results["apply"] = apply_timings(bench, lab, args.apply_sizes, first_install, restart_cmd, errors, args.ours_pillar)
     # Last: it changes the pillar (notify script on) and restarts the master with the reactor.
     if "ours" in args.profiles and args.event_trials > 0:

@@ -106,4 +106,6 @@ def apply(lab, node, timeout=600):
     restarted = any(v.get("__id__") == "nginx_ha_events_minion_restart" and v.get("changes") for v in ret.values())
     if restarted:  # the run restarted the minion (events engine configuration): wait for the new one
         lab.wait_minion_restart(node, minion_pid)
-    return {"wall": wall, "states": states, "changed": changed, "failed": failed, "n_states": len(ret)}
+    slowest = max(ret.values(), key=lambda v: float(v.get("duration") or 0), default={})
+    return {"wall": wall, "states": states, "changed": changed, "failed": failed, "n_states": len(ret),
+            "slowest": {"id": slowest.get("__id__"), "seconds": float(slowest.get("duration") or 0) / 1000.0}}

@@ -159,11 +159,15 @@ def table(results):
     lines.extend(event_lines(results.get(EVENT_SLOT) or {}))
     if results.get("apply"):
         lines.append("\nstate.apply nginx_ha on web-a, wall time of `salt web-a state.apply` (time the states took):")
-        lines.append("  instances  first run            idempotent run")
+        cal = (results.get("meta") or {}).get("calibration")
+        if cal:
+            lines.append(f"  (this machine: `salt web-a test.ping` {cal['salt_cli_test_ping_seconds']:.2f} s, "
+                         f"a 10^7-step Python loop {cal['python_loop_1e7_seconds']:.2f} s)")
+        lines.append("  instances  first run                                              idempotent run")
         for a in results["apply"]:
             first = a.get("first") or {}
             idem = a.get("idempotent") or {}
-            lines.append(f"  {a['instances']:>9}  {_s(first):19s}  {_s(idem)}")
+            lines.append(f"  {a['instances']:>9}  {_s(first):53s}  {_s(idem)}")
     if results.get("overhead"):
         lines.append("\nCPU of our profile's daemons (share of one core over each process's lifetime):")
         for node, procs in results["overhead"].items():
@@ -204,7 +208,9 @@ def event_lines(ev):
 def _s(a):
     if not a:
         return "-"
-    return f"{a['wall']:.1f} s ({a['states']:.1f} s)"
+    slow = a.get("slowest") or {}
+    slowest = f", slowest {slow['id']} {slow['seconds']:.1f} s" if slow.get("id") else ""
+    return f"{a['wall']:.1f} s ({a['states']:.1f} s{slowest})"
 
 
 def write_json(results, path):
