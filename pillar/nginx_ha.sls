@@ -29,6 +29,10 @@ nginx_ha:
   #   web-a: {unicast_src_ip: 203.0.113.11, interface: eth0}
   #   web-b: {unicast_src_ip: 203.0.113.12, interface: eth0}
 
+  # local_vip: true             # every node keeps the VIPs on lo (ARP answered by the MASTER only), so a
+  #                            # request still reaching a node after the VIP moved is served or refused
+  #                            # at once, never black-holed (defaults.yaml; false: VIP on the MASTER only)
+
   # keepalived global_defs, passed through (router_id defaults to the minion id;
   # enable_script_security and script_user root are always on).
   # global_defs:                         # the defaults (salt/nginx_ha/defaults.yaml) re-announce the VIP
