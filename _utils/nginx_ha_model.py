@@ -408,14 +408,16 @@ def cluster_nodes(config):
     return sorted(map(str, ids))
 
 
-def _vip_entries(vips):
+def _vip_entries(vips, interface):
+    """VIPs as keepalived gets them, each with the interface it goes on (its ``dev``, else the instance's)."""
     entries = []
     for vip in vips:
         words = vip.split()
         iface = ipaddress.ip_interface(words[0])
         # A bare address gets a host prefix, as keepalived itself does.
         address = words[0] if "/" in words[0] else f"{iface.ip}/{iface.network.prefixlen}"
-        entries.append({"address": address, "ip": str(iface.ip), "extra": " ".join(words[1:])})
+        dev = next((words[i + 1] for i in range(1, len(words) - 1) if words[i] == "dev"), None)
+        entries.append({"address": address, "ip": str(iface.ip), "extra": " ".join(words[1:]), "interface": dev or interface})
     return entries
 
 
@@ -423,6 +425,7 @@ def _node_instance(config, name, minion_id):
     inst = _instance_settings(config, name)
     node = _node_settings(config, inst, minion_id)
     nopreempt = bool(inst.get("nopreempt", False))
+    interface = node.get("interface", inst.get("interface"))
     view = {
         "name": name,
         "role": node["state"],
@@ -430,11 +433,11 @@ def _node_instance(config, name, minion_id):
         # then carried by the highest priority alone.
         "state": "BACKUP" if nopreempt else node["state"],
         "priority": node["priority"],
-        "interface": node.get("interface", inst.get("interface")),
+        "interface": interface,
         "virtual_router_id": inst["virtual_router_id"],
         "version": inst.get("version", 2),
         "advert_int": inst.get("advert_int", 1),
-        "virtual_ipaddress": _vip_entries(inst["virtual_ipaddress"]),
+        "virtual_ipaddress": _vip_entries(inst["virtual_ipaddress"], interface),
         "nopreempt": nopreempt,
         "preempt_delay": inst.get("preempt_delay", 0),
         "dont_track_primary": bool(inst.get("dont_track_primary", False)),
@@ -497,12 +500,6 @@ def node_view(config, minion_id):
             host = f"{vip['ip']}/{128 if ':' in vip['ip'] else 32}"
             if host not in view["local_vips"]:
                 view["local_vips"].append(host)
-            iface = _vip_dev(vip) or inst["interface"]
-            if iface not in view["vrrp_interfaces"]:
-                view["vrrp_interfaces"].append(iface)
+            if vip["interface"] not in view["vrrp_interfaces"]:
+                view["vrrp_interfaces"].append(vip["interface"])
     return view
-
-
-def _vip_dev(vip):
-    words = vip["extra"].split()
-    return next((words[i + 1] for i in range(len(words) - 1) if words[i] == "dev"), None)

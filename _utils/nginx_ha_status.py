@@ -69,15 +69,6 @@ def parse_ip_addr(text):
     return addresses
 
 
-def vip_interface(vip, instance_interface):
-    """The interface keepalived puts a VIP on: its ``dev`` option, else the instance's interface."""
-    words = (vip.get("extra") or "").split()
-    for i, word in enumerate(words[:-1]):
-        if word == "dev":
-            return words[i + 1]
-    return instance_interface
-
-
 def instance_status(configured, keepalived, local_addresses, keepalived_running):
     """
     One instance's status: the VIPs it should hold, which of them the kernel has right now, and
@@ -86,8 +77,7 @@ def instance_status(configured, keepalived, local_addresses, keepalived_running)
     """
     vips = [vip["ip"] for vip in configured["virtual_ipaddress"]]
     # on its VRRP interface: with local_vip every node also has the VIPs on lo, which is not holding them
-    present = [vip["ip"] for vip in configured["virtual_ipaddress"]
-               if vip_interface(vip, configured["interface"]) in local_addresses.get(vip["ip"], ())]
+    present = [vip["ip"] for vip in configured["virtual_ipaddress"] if vip["interface"] in local_addresses.get(vip["ip"], ())]
     if not keepalived_running:
         state = "STOP"
     elif keepalived is None:

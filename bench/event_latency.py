@@ -29,8 +29,10 @@ import time
 import yaml
 
 from lab import bus as lab_bus
+from lab.common import wait_for
 
 from . import profiles, stats
+from .report import duration
 from .runner import Poller
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,31 +158,29 @@ def syslog_transitions(lab, after):
             for node in profiles.NODES}
 
 
+def reactor_returns(lab, after):
+    """The reactor's decisions (returns of nginx_ha_reactor.vrrp_event) since ``after``, as bus events."""
+    return lab_bus.events(lab, "salt/run/*/ret", after, where=lambda e: e["data"].get("fun") == REACTOR_FUN
+                          and isinstance(e["data"].get("return"), dict))
+
+
 def reactor_idle(lab, after, quiet=2.0):
     """Every engine event since ``after`` has its reactor decision, and none came for ``quiet`` s."""
     events = [e for e in lab_bus.events(lab, "nginx_ha/vrrp/*", after) if path_of(e) == "engine"]
     # decisions on engine events carry its seq; the notify script's (unsigned) ones are rejected without
-    decided = lab_bus.events(lab, "salt/run/*/ret", after, where=lambda e: e["data"].get("fun") == REACTOR_FUN
-                             and isinstance(e["data"].get("return"), dict) and e["data"]["return"].get("seq") is not None)
+    decided = [e for e in reactor_returns(lab, after) if e["data"]["return"].get("seq") is not None]
     last = max([e["stamp"] for e in events + decided] or [0.0])
     return len(decided) >= len(events) and time.time() - last >= quiet
 
 
 def _wait(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"events phase: {what} not within {timeout:.0f}s")
+    if not wait_for(check, timeout, 0.3):
+        raise RuntimeError(f"events phase: {what} not within {timeout:.0f}s")
 
 
 def setup(bench, lab, restart_cmd, extra):
     """Both delivery paths on both nodes, the reactor and the bus recorder on the master."""
-    # keepalived runs notify scripts with the init script's PATH (/sbin:/bin:/usr/sbin:/usr/bin):
-    # name the lab's salt-call (in the virtualenv), as a node whose salt-call is elsewhere would
-    salt_call = os.path.join(lab.venv, "bin", "salt-call")
-    events = {"events": {"notify_script": True, "salt_call": salt_call}}
+    events = {"events": {"notify_script": True, "salt_call": lab.salt_call}}
     pillar = profiles.ours_pillar(1, restart_cmd, profiles.merge(extra, events))
     profiles.write_pillar(lab.pillar_dir, pillar)
     for node in profiles.NODES:
@@ -213,14 +213,14 @@ def heal_trial(bench, lab, k):
         _wait(lambda: bench.vip_only_on_master(), 30, "the VIP back on web-a alone")
     finally:
         samples = poller.stop()
-    after = [s for s in samples if stats.end(s) >= t_fault]
-    failed = [s for s in after if not s.ok]
-    first = next((s.t for s in after if s.ok and (not failed or s.t > failed[-1].t)), None) if healed else None
+    outage = stats.outage(samples, t_fault)  # web-a's own address: from the kill to its nginx answering again
+    first = t_fault + outage.seconds if healed and outage.recovered else None
     trans = syslog_transitions(lab, t_fault)
     times = heal_trial_times(t_fault, trans[profiles.MASTER], first)
-    decisions = [e["data"]["return"].get("action") for e in
-                 lab_bus.events(lab, "salt/run/*/ret", t_fault, where=lambda e: e["data"].get("fun") == REACTOR_FUN)
-                 if isinstance(e["data"].get("return"), dict) and e["data"]["return"].get("node") == profiles.MASTER]
+    # the FAULT's decision returns only after the restart and the health delay: wait for all of them
+    _wait(lambda: reactor_idle(lab, t_fault), 60, "the reactor's decisions on this trial")
+    decisions = [e["data"]["return"].get("action") for e in reactor_returns(lab, t_fault)
+                 if e["data"]["return"].get("node") == profiles.MASTER]
     return dict(trial=k, t_fault=t_fault, healed=bool(healed), reactor_actions=decisions, **times)
 
 
@@ -236,8 +236,8 @@ def run(bench, lab, trials, restart_cmd=None, extra=None):
         t0 = time.monotonic()
         trial = heal_trial(bench, lab, k)
         heals.append(trial)
-        bench.say(f"events: heal trial {k}/{trials}: web-a FAULT {_fmt(trial['fault'])}, nginx answering again "
-                  f"{_fmt(trial['nginx_back'])}, MASTER again {_fmt(trial['master_again'])} after the SIGKILL; "
+        bench.say(f"events: heal trial {k}/{trials}: web-a FAULT {duration(trial['fault'])}, nginx answering again "
+                  f"{duration(trial['nginx_back'])}, MASTER again {duration(trial['master_again'])} after the SIGKILL; "
                   f"reactor: {', '.join(trial['reactor_actions']) or '-'}  [{time.monotonic() - t0:.1f}s]")
     _wait(lambda: reactor_idle(lab, t_start), 60, "the reactor idle after the trials")
     trans = syslog_transitions(lab, t_start)
@@ -246,8 +246,8 @@ def run(bench, lab, trials, restart_cmd=None, extra=None):
     paths = summarize_paths(matched)
     for path in PATHS:
         p = paths[path]
-        bench.say(f"events: transition -> master bus, {p['what']}: median {_fmt(p['median'])}, p95 {_fmt(p['p95'])}, "
-                  f"max {_fmt(p['max'])} over {p['n']} transitions ({p['missing']} without an event)")
+        bench.say(f"events: transition -> master bus, {p['what']}: median {duration(p['median'])}, p95 {duration(p['p95'])}, "
+                  f"max {duration(p['max'])} over {p['n']} transitions ({p['missing']} without an event)")
     engine = paths["engine"]
     return {
         "n": engine["n"], "median": engine["median"], "p95": engine["p95"], "max": engine["max"],  # the default path
@@ -265,6 +265,3 @@ def run(bench, lab, trials, restart_cmd=None, extra=None):
                                for node, t, s, lat in rows] for path, rows in matched.items()},
     }
 
-
-def _fmt(seconds):
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

@@ -94,10 +94,12 @@ def check_targets(summary, apply_results, events=None):
     return out
 
 
-def _ms(v):
-    if v is None:
+def duration(seconds):
+    """'-', '268 ms' or '12.3 s': how the benchmark prints a time."""
+    if seconds is None:
         return "-"
-    return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
 
 
 def _outage_cells(s):
@@ -105,7 +107,7 @@ def _outage_cells(s):
         return ["n/a"] * 4
     o = s["outage"]
     nr = s["not_recovered"]
-    cells = [_ms(o["median"]), _ms(o["p95"]), _ms(o["max"])]
+    cells = [duration(o["median"]), duration(o["p95"]), duration(o["max"])]
     if nr:
         cells = [f">={c}" if c != "-" else c for c in cells]
     f = s["failed"]
@@ -131,20 +133,20 @@ def table(results):
             if s["not_recovered"]:
                 notes.append(f"{s['not_recovered']}/{s['trials']} never recovered (censored at the window)")
             if name == scenarios.FAILBACK:
-                notes.append(f"VIP back after {_ms(s['failback_seconds']['median'])} (median), from {', '.join(s['from'])}")
+                notes.append(f"VIP back after {duration(s['failback_seconds']['median'])} (median), from {', '.join(s['from'])}")
                 notes.append(f"total failed {s['failed_total']}")
             elif name == "load":
                 notes.append(f"false failovers: VIP moved {s['vip_moves']} times, {s['keepalived_transitions']} keepalived "
                              f"transitions; {s['requests']} requests by the poller; total failed {s['failed_total']}")
             elif name == "maintenance":
-                notes.append(f"switch {_ms(s['switch_seconds']['median'])}, back {_ms(s['back_seconds']['median'])} "
+                notes.append(f"switch {duration(s['switch_seconds']['median'])}, back {duration(s['back_seconds']['median'])} "
                              f"(incl. salt CLI); total failed {s['failed_total']}")
             else:
                 notes.append(f"VIP moved in {s['failed_over']}/{s['trials']}")
             if name == "heal":
                 censored = ">=" if s["after_heal_not_recovered"] else ""
                 notes.append(f"AFTER THE HEAL: failed {s['after_heal_failed_total']} in total, outage median "
-                             f"{censored}{_ms(s['after_heal_outage']['median'])}, max {censored}{_ms(s['after_heal_outage']['max'])}"
+                             f"{censored}{duration(s['after_heal_outage']['median'])}, max {censored}{duration(s['after_heal_outage']['max'])}"
                              + (f" ({s['after_heal_not_recovered']} not recovered within the window)"
                                 if s["after_heal_not_recovered"] else ""))
             cells = _outage_cells(s)
@@ -179,7 +181,7 @@ def table(results):
         for t in results["targets"]:
             mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
             value = t["value"]
-            shown = "-" if value is None else (f"{value}" if isinstance(value, int) else _ms(value))
+            shown = "-" if value is None else (f"{value}" if isinstance(value, int) else duration(value))
             lines.append(f"  [{mark:^12s}] {t['target']} (measured: {shown})")
     return "\n".join(lines)
 
@@ -192,7 +194,7 @@ def event_lines(ev):
              "(same transitions, both paths on):"]
     for p in ev["paths"].values():
         missing = f", {p['missing']} of {p['transitions']} transitions without an event" if p.get("missing") else ""
-        lines.append(f"  {p['what']:40s} median {_ms(p['median']):>7s}  p95 {_ms(p['p95']):>7s}  max {_ms(p['max']):>7s}"
+        lines.append(f"  {p['what']:40s} median {duration(p['median']):>7s}  p95 {duration(p['p95']):>7s}  max {duration(p['max']):>7s}"
                      f"  (n={p['n']}{missing})")
     heal = ev.get("reactor_heal") or {}
     if heal.get("trials"):
@@ -201,7 +203,7 @@ def event_lines(ev):
         for key, text in (("fault", "web-a in FAULT (watcher)"), ("nginx_back", "nginx answering again (reactor restart)"),
                           ("master_again", "web-a MASTER again")):
             s = heal.get(key) or {}
-            lines.append(f"  {text:40s} {_ms(s.get('median')):>7s} / {_ms(s.get('max'))}")
+            lines.append(f"  {text:40s} {duration(s.get('median')):>7s} / {duration(s.get('max'))}")
     return lines
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import profiles, scenarios, stats
+from .report import duration
 
 POLL_INTERVAL = 0.02
 POLL_TIMEOUT = 0.25
@@ -318,11 +319,11 @@ class Bench:
         elif scenario.name == "maintenance":
             trial = self.maintenance_trial(k)
             detail = (f"failed {trial['failed']} (on {trial['failed_on']}, off {trial['failed_off']}), "
-                      f"switch {_fmt(trial['switch_seconds'])}, back {_fmt(trial['back_seconds'])}")
+                      f"switch {duration(trial['switch_seconds'])}, back {duration(trial['back_seconds'])}")
         else:
             trial = self.fault_trial(profile, scenario, k)
             fb = trial["failback"]
-            detail = (f"outage {_fmt(trial['outage'])}{' (not recovered)' if trial.get('outage_censored') else ''}, "
+            detail = (f"outage {duration(trial['outage'])}{' (not recovered)' if trial.get('outage_censored') else ''}, "
                       f"failed {trial['failed']}, "
                       f"{'failed over' if trial['failed_over'] else 'stayed on web-a'}; "
                       f"failback: failed {fb['failed']}{'' if fb['completed'] else ' (web-a not back in time)'}")
@@ -333,6 +334,3 @@ def trial_count(scenario, trials):
     """Trials of ``scenario``: the load scenario is one long trial."""
     return 1 if scenario.name == "load" else trials
 
-
-def _fmt(seconds):
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

@@ -663,6 +663,12 @@ class Lab:
             raise LabError(f"{name}'s salt-minion was not restarted within {timeout}s (still pid {old_pid})")
         self.wait_minions([name])
 
+    @property
+    def salt_call(self):
+        """Path of the lab's salt-call (in its virtualenv): for what runs without the hosts' PATH, e.g.
+        keepalived's notify scripts, which get the init script's /sbin:/bin:/usr/sbin:/usr/bin."""
+        return os.path.join(self.venv, "bin", "salt-call")
+
     def restart_master(self, master_extra=None, timeout=30):
         """
         Restart salt-master, first merging ``master_extra`` (recursively) into its configuration:

@@ -23,9 +23,9 @@ Only the standard library is used. Output goes to ``<hostdir>/init.log``.
 """
 
 import contextlib
-import datetime
 import ctypes
 import ctypes.util
+import datetime
 import errno
 import json
 import os

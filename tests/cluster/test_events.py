@@ -563,8 +563,7 @@ def set_notify_script(lab, on):
     """events:notify_script on or off on both nodes (the lab's salt-call is in the virtualenv)."""
     pillar = base_pillar()
     if on:
-        # keepalived runs notify scripts with the init script's PATH, without the virtualenv
-        pillar["events"].update(notify_script=True, salt_call=str(pathlib.Path(lab.venv) / "bin" / "salt-call"))
+        pillar["events"].update(notify_script=True, salt_call=lab.salt_call)
     write_pillar(pathlib.Path(lab.pillar_dir), pillar)
     for node in NODES:
         lab.salt(node, "saltutil.refresh_pillar", "wait=True", timeout=60)

@@ -117,7 +117,16 @@ def test_node_view_per_node():
     assert [i["state"] for i in b["instances"]] == ["BACKUP"]
     assert a["instances"][0]["peers"] == ["web-b"]
     assert a["global_defs"]["router_id"] == "web-a"
-    assert a["instances"][0]["virtual_ipaddress"] == [{"address": "203.0.113.100/24", "ip": "203.0.113.100", "extra": ""}]
+    assert a["instances"][0]["virtual_ipaddress"] == [{"address": "203.0.113.100/24", "ip": "203.0.113.100", "extra": "", "interface": "eth0"}]
+
+
+def test_a_vip_goes_on_its_dev_else_on_the_instance_interface():
+    pillar = copy.deepcopy(BASE)
+    inst(pillar)["virtual_ipaddress"] = ["203.0.113.100/24 dev eth1 label eth1:1", "203.0.113.101"]
+    view = formula.node_view(pillar, "web-a")
+    assert [v["interface"] for v in view["instances"][0]["virtual_ipaddress"]] == ["eth1", "eth0"]
+    assert view["vrrp_interfaces"] == ["eth1", "eth0"]
+    assert view["local_vips"] == ["203.0.113.100/32", "203.0.113.101/32"]
 
 
 def test_node_only_renders_its_instances():

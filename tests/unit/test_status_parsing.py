@@ -1,5 +1,6 @@
 """Parsing keepalived 2.2.7's JSON data dump and `ip -j addr` (fixtures captured from the real tools)."""
 
+import copy
 import json
 import pathlib
 
@@ -72,6 +73,8 @@ def test_a_vip_on_lo_only_is_not_held():
     assert status.instance_status(configured(), ka, master, True)["vips_present"] == ["203.0.113.100"]
 
 
-def test_vip_interface_follows_keepalived_dev_option():
-    assert status.vip_interface({"ip": "203.0.113.100", "extra": "dev eth1 label eth1:1"}, "eth0") == "eth1"
-    assert status.vip_interface({"ip": "203.0.113.100", "extra": ""}, "eth0") == "eth0"
+def test_a_vip_with_its_own_dev_is_held_on_that_interface():
+    inst = copy.deepcopy(configured())
+    inst["virtual_ipaddress"][0]["interface"] = "eth1"  # as the model sets it for "203.0.113.100/24 dev eth1"
+    assert status.instance_status(inst, None, {"203.0.113.100": ["eth0"]}, True)["holds_vip"] is False
+    assert status.instance_status(inst, None, {"203.0.113.100": ["eth1"]}, True)["holds_vip"] is True
