@@ -6,9 +6,12 @@ keepalived writes one line per transition to its ``notify_fifo`` (global_defs), 
 fires, for every INSTANCE line, an event on the **master's** bus:
 
 * tag ``nginx_ha/vrrp/<instance>/<state lowercase>`` (master, backup, fault, stop)
-* data ``{instance, state, previous_state, priority, vips, time, seq, sig}``: ``time`` is this
-  host's epoch at read, ``seq`` a per-minion number that only grows (also across restarts; gaps are
-  normal), ``sig`` the minion key's signature over ``{id, tag, data}`` (see below).
+* data ``{instance, state, previous_state, priority, vips, time, seq, boot, sig}``: ``time`` is
+  this host's epoch at read, ``seq`` a per-minion number that only grows (also across engine and
+  minion restarts: it continues from the spool and never goes below the epoch in milliseconds;
+  gaps are normal), ``boot`` the kernel's boot id (``/proc/sys/kernel/random/boot_id``, read once;
+  omitted when unreadable), so a consumer can demand that ``seq`` advance per node boot, ``sig``
+  the minion key's signature over ``{id, tag, data}`` (``boot`` included; see below).
 
 The sender is the minion id Salt authenticated, ``data['id']`` on the master; the payload never
 names it.
@@ -32,6 +35,13 @@ restarted once to start an engine)::
           send_timeout: 5                    # seconds per delivery attempt
           backoff_max: 30                    # longest pause between attempts
           sign: true                         # sign with the minion key (the reactor requires it)
+          boot_id_file: /proc/sys/kernel/random/boot_id
+
+The FIFO is kept root-only (``0600``, ``0:0``) whoever created it: a FIFO found with another mode
+or owner is fixed in place (keepalived may hold it open), anything else at the path (a regular
+file, a symlink, a socket) is replaced; each with a log line. A spool that cannot be read or does
+not have the shape this engine writes is renamed ``<spool>.damaged.<UTC timestamp>`` (logged at
+error level) and the engine goes on with an empty state.
 
 Why the signature: Salt's ``_minion_event`` request also accepts a batch (``events``) whose
 entries the master fires with whatever data the minion wrote, so a compromised minion can put
@@ -58,6 +68,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "nginx_ha_events"
 
 DEFAULT_FIFO = "/run/nginx_ha_vrrp.fifo"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 TAG_PREFIX = "nginx_ha/vrrp"
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 SPOOL_VERSION = 1
@@ -95,6 +106,17 @@ def parse_line(line):
     return {"instance": name, "state": state, "priority": int(priority) if priority is not None else None}
 
 
+def read_boot_id(path=BOOT_ID_FILE):
+    """This boot's id (stripped), or None when it cannot be read (then events carry no ``boot``)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            value = fh.read(256).strip()
+    except OSError as exc:
+        log.warning("nginx_ha_events: cannot read the boot id from %s (%s); events carry no boot field", path, exc)
+        return None
+    return value or None
+
+
 def make_tag(instance, state):
     return f"{TAG_PREFIX}/{instance}/{state.lower()}"
 
@@ -126,9 +148,10 @@ class Signer:
 class Tracker:
     """Turns parsed lines into events: previous state per instance and the sequence number."""
 
-    def __init__(self, states=None, next_seq=0, clock=time.time):
+    def __init__(self, states=None, next_seq=0, clock=time.time, boot=None):
         self.states = dict(states or {})
         self._clock = clock
+        self.boot = boot
         # Never reuse a number: continue from the spool, and never below the epoch in ms (so a
         # lost spool cannot restart the count under numbers a consumer has already seen).
         self.next_seq = max(int(next_seq or 0), int(clock() * 1000))
@@ -144,9 +167,49 @@ class Tracker:
             "time": self._clock(),
             "seq": self.next_seq,
         }
+        if self.boot:
+            data["boot"] = self.boot
         self.next_seq += 1
         self.states[name] = parsed["state"]
         return make_tag(name, parsed["state"]), data
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def spool_problem(doc):
+    """
+    Why ``doc`` (a parsed spool) is not what :meth:`Spool.save` writes, or None when it is:
+    ``{version: 1, next_seq: int >= 0, states: {instance: state}, pending: [[tag, data], ...]}``
+    where every ``data`` is a dict with an integer ``seq``.
+    """
+    if not isinstance(doc, dict):
+        return f"the document is a {type(doc).__name__}, not an object"
+    if doc.get("version") != SPOOL_VERSION:
+        return f"version is {doc.get('version')!r}, not {SPOOL_VERSION}"
+    next_seq = doc.get("next_seq")
+    if not _is_int(next_seq) or next_seq < 0:
+        return f"next_seq is {next_seq!r}, not an integer >= 0"
+    states = doc.get("states")
+    if not isinstance(states, dict):
+        return f"states is a {type(states).__name__}, not an object"
+    for name, value in states.items():
+        if value not in STATES:
+            return f"states[{name!r}] is {value!r}, not one of {', '.join(STATES)}"
+    pending = doc.get("pending")
+    if not isinstance(pending, list):
+        return f"pending is a {type(pending).__name__}, not a list"
+    for index, item in enumerate(pending):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
+            return f"pending[{index}] is not a [tag, data] pair"
+        if not _is_int(item[1].get("seq")):
+            return f"pending[{index}] has no integer seq"
+    return None
+
+
+def _empty_spool():
+    return {"pending": [], "next_seq": 0, "states": {}}
 
 
 class Spool:
@@ -156,16 +219,45 @@ class Spool:
         self.path = path
 
     def load(self):
+        """
+        The saved state; never raises. A spool that cannot be read or parsed, or has another
+        shape than :meth:`save` writes, is quarantined (renamed ``<spool>.damaged.<timestamp>``)
+        and the state is empty.
+        """
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                doc = json.load(fh)
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
         except FileNotFoundError:
-            return {"pending": [], "next_seq": 0, "states": {}}
-        except (OSError, ValueError) as exc:
-            log.error("nginx_ha_events: cannot read spool %s (%s); starting empty", self.path, exc)
-            return {"pending": [], "next_seq": 0, "states": {}}
-        pending = [(str(t), d) for t, d in doc.get("pending", []) if isinstance(d, dict)]
-        return {"pending": pending, "next_seq": int(doc.get("next_seq") or 0), "states": dict(doc.get("states") or {})}
+            return _empty_spool()
+        except OSError as exc:
+            return self._quarantine(f"cannot be read ({exc})")
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            return self._quarantine(f"is not valid JSON ({exc.__class__.__name__}: {str(exc)[:200]})")
+        try:
+            problem = spool_problem(doc)
+        except Exception as exc:  # pylint: disable=broad-except
+            problem = f"cannot be checked ({exc!r})"
+        if problem is not None:
+            return self._quarantine(f"has the wrong shape: {problem[:300]}")
+        pending = [(tag, data) for tag, data in doc["pending"]]
+        return {"pending": pending, "next_seq": doc["next_seq"], "states": dict(doc["states"])}
+
+    def _quarantine(self, why):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = f"{self.path}.damaged.{stamp}"
+        counter = 0
+        while os.path.lexists(target):
+            counter += 1
+            target = f"{self.path}.damaged.{stamp}.{counter}"
+        try:
+            os.rename(self.path, target)
+        except OSError as exc:
+            log.error("nginx_ha_events: spool %s %s; cannot move it aside (%s); starting empty", self.path, why, exc)
+        else:
+            log.error("nginx_ha_events: spool %s %s; moved to %s, starting empty", self.path, why, target)
+        return _empty_spool()
 
     def save(self, pending, next_seq, states):
         directory = os.path.dirname(self.path) or "."
@@ -329,20 +421,68 @@ class Forwarder:
 # ---------------------------------------------------------------------------------------------
 
 
+FIFO_MODE = 0o600
+FIFO_OWNER = (0, 0)
+
+
 def open_fifo(path):
     """
-    Open (creating it 0600 when missing) the FIFO keepalived writes, O_RDWR | O_NONBLOCK: holding
-    a write end ourselves means no EOF when keepalived closes it, and keepalived's open for
-    writing never fails for want of a reader.
+    Open (creating it when missing) the FIFO keepalived writes, O_RDWR | O_NONBLOCK: holding a
+    write end ourselves means no EOF when keepalived closes it, and keepalived's open for writing
+    never fails for want of a reader.
+
+    The FIFO is made root-only (0600, 0:0) whoever created it, through the open descriptor (no
+    race with the path): a FIFO with another mode or owner is fixed in place, so a keepalived
+    that holds it open keeps writing to us; anything else at the path but a directory (a regular
+    file, a symlink, a socket, a device) is removed and a FIFO made instead. Each with a log line.
     """
-    try:
-        os.mkfifo(path, 0o600)
-    except FileExistsError:
-        pass
-    st = os.stat(path)
-    if not stat.S_ISFIFO(st.st_mode):
-        raise OSError(errno.EINVAL, f"{path} exists and is not a FIFO")
-    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    for _ in range(5):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISFIFO(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, f"{path} exists and is a directory, not a FIFO")
+            log.error("nginx_ha_events: %s exists and is not a FIFO (mode %o); replacing it with one", path, st.st_mode)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            st = None
+        if st is None:
+            try:
+                os.mkfifo(path, FIFO_MODE)
+            except FileExistsError:
+                continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):  # became a symlink / socket meanwhile
+                continue
+            raise
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISFIFO(fst.st_mode):  # swapped between lstat and open
+                os.close(fd)
+                continue
+            if stat.S_IMODE(fst.st_mode) != FIFO_MODE or (fst.st_uid, fst.st_gid) != FIFO_OWNER:
+                log.warning(
+                    "nginx_ha_events: FIFO %s was mode %04o owner %d:%d; making it root-only (%04o %d:%d)",
+                    path, stat.S_IMODE(fst.st_mode), fst.st_uid, fst.st_gid, FIFO_MODE, *FIFO_OWNER,
+                )
+                try:
+                    os.fchown(fd, *FIFO_OWNER)
+                except PermissionError as exc:
+                    log.error("nginx_ha_events: cannot give %s to root: %s", path, exc)
+                os.fchmod(fd, FIFO_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    raise OSError(errno.EAGAIN, f"{path} keeps changing; cannot open a FIFO there")
 
 
 def _same_file(path, fd):
@@ -472,6 +612,7 @@ def start(
     backoff_min=0.2,
     backoff_max=30,
     sign=True,
+    boot_id_file=BOOT_ID_FILE,
 ):
     """
     Engine entry point (runs until the minion stops). See the module documentation.
@@ -481,7 +622,7 @@ def start(
         spool = os.path.join(opts.get("cachedir", "/var/cache/salt/minion"), "nginx_ha_events.spool")
     store = Spool(spool)
     saved = store.load()
-    tracker = Tracker(saved["states"], saved["next_seq"])
+    tracker = Tracker(saved["states"], saved["next_seq"], boot=read_boot_id(boot_id_file))
     vips_of = _vips_resolver(vips)
     signer = None
     if sign:

@@ -26,14 +26,13 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "nginx_ha"
 
-DEFAULTS_URL = "salt://nginx_ha/defaults.yaml"
 OSFAMILYMAP_URL = "salt://nginx_ha/osfamilymap.yaml"
 
 
 def __virtual__():
     if not salt.utils.platform.is_linux():
         return (False, "nginx_ha: keepalived VRRP and this module need Linux")
-    for util in ("nginx_ha_model.node_view", "nginx_ha_status.parse_keepalived_json"):
+    for util in ("nginx_ha_schema.defaults", "nginx_ha_model.node_view", "nginx_ha_model.health_endpoints", "nginx_ha_status.parse_keepalived_json"):
         if util not in __utils__:
             return (False, f"nginx_ha: the {util.split('.')[0]} utils module is missing; run saltutil.sync_all")
     return __virtualname__
@@ -48,9 +47,9 @@ def _load_yaml(url, what):
 
 def merged_config(defaults=None, osfamilymap=None, pillar=None):
     """
-    Return the cluster configuration as the formula sees it: ``defaults.yaml`` merged with this
-    OS family's entry of ``osfamilymap.yaml`` (under ``lookup``) and the ``nginx_ha`` pillar.
-    Not validated; see :py:func:`node_config`.
+    Return the cluster configuration as the formula sees it: the schema's defaults
+    (``_utils/nginx_ha_schema.py``) merged with this OS family's entry of ``osfamilymap.yaml``
+    (under ``lookup``) and the ``nginx_ha`` pillar. Not validated; see :py:func:`node_config`.
 
     CLI Example:
 
@@ -59,7 +58,7 @@ def merged_config(defaults=None, osfamilymap=None, pillar=None):
         salt 'web-a' nginx_ha.merged_config
     """
     if defaults is None:
-        defaults = _load_yaml(DEFAULTS_URL, "the formula defaults")
+        defaults = __utils__["nginx_ha_schema.defaults"]()
     if osfamilymap is None:
         osfamilymap = _load_yaml(OSFAMILYMAP_URL, "the OS family map")
     if pillar is None:
@@ -74,7 +73,8 @@ def merged_config(defaults=None, osfamilymap=None, pillar=None):
         raise CommandExecutionError(
             f"nginx_ha: os_family {os_family!r} is not in osfamilymap.yaml; set nginx_ha:lookup in the pillar"
         )
-    config["lookup"] = salt.utils.dictupdate.update(lookup, config.get("lookup") or {}, merge_lists=False)
+    # schema defaults < this OS family's entry < the pillar's lookup (merged below)
+    config["lookup"] = salt.utils.dictupdate.update(config.get("lookup") or {}, lookup, merge_lists=False)
     return salt.utils.dictupdate.update(config, copy.deepcopy(pillar), merge_lists=False)
 
 
@@ -104,7 +104,42 @@ def node_config(minion_id=None, defaults=None, osfamilymap=None, pillar=None):
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from exc
     view["lookup"] = config["lookup"]
+    active = active_health(view)
+    view["health_endpoints"] = {
+        # what nginx serves while the health path switches: the new endpoint and the probed one
+        "transitional": __utils__["nginx_ha_model.health_endpoints"](view, active),
+        "final": __utils__["nginx_ha_model.health_endpoints"](view),
+    }
     return view
+
+
+def _health_settings_file(lookup):
+    return os.path.join(lookup["keepalived"]["script_dir"], "health.json")
+
+
+def active_health(node=None):
+    """
+    Return the health settings this node's check and watcher use right now (the
+    ``health.json`` the last state run switched to), or None before the first run. A damaged
+    file is reported in the log and returned as None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web-a' nginx_ha.active_health
+    """
+    node = node or node_config()
+    path = _health_settings_file(node["lookup"])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("nginx_ha: cannot read the health settings %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def validate_pillar(pillar=None):
@@ -283,7 +318,9 @@ def health():
     Is this node fit to serve? Checks that nginx answers its health endpoint (the same request
     keepalived's check makes), nginx and keepalived are running, both configurations pass their
     checkers, and keepalived did not disable the check script (script security).
-    Returns ``{healthy: bool, ...}`` with the detail of each check.
+    Returns ``{healthy: bool, ...}`` with the detail of each check, plus ``maintenance`` (true also
+    while a ``maintenance on`` call is pending here), ``maintenance_pending`` and ``vrrp``
+    (``{instance: MASTER|BACKUP|FAULT|INIT|STOP}``), which peers read before their maintenance.
 
     CLI Example:
 
@@ -310,6 +347,14 @@ def health():
         "check_script": {"enabled": script_ok, "detail": "" if script_ok else ka_output},
         "maintenance": _maintenance_offset(lookup) != 0,
     }
+    # A node whose maintenance('on') is asking its peers right now counts as going away.
+    result["maintenance_pending"] = _maintenance_pending(lookup)
+    result["maintenance"] = result["maintenance"] or result["maintenance_pending"]
+    try:  # keepalived's state per instance (STOP when it is not running), for a peer deciding on maintenance
+        result["vrrp"] = {name: status["state"] for name, status in vip_status().items()}
+    except (CommandExecutionError, OSError) as exc:
+        result["vrrp"] = {inst["name"]: "UNKNOWN" for inst in node["instances"]}
+        result["vrrp_detail"] = str(exc)
     result["healthy"] = (
         answers
         and result["nginx"]["running"]
@@ -343,7 +388,10 @@ def _write_maintenance(lookup, offset):
 
 
 def _peer_health(peers, timeout):
-    """Ask the peers for nginx_ha.health through the master (publish; needs the master's peer: rule)."""
+    """
+    Ask the peers for nginx_ha.health through the master (publish; needs the master's peer: rule).
+    Returns ``{peer: its health dict, an error string, or None when it did not answer}``.
+    """
     if not peers:
         return {}
     try:
@@ -352,7 +400,7 @@ def _peer_health(peers, timeout):
         raise CommandExecutionError(f"nginx_ha: cannot ask the peers for their health through the master: {exc}") from exc
     if not isinstance(ret, dict):
         raise CommandExecutionError(f"nginx_ha: the master refused the peer query ({ret!r}); see the peer: rule in conf/master.d/nginx_ha.conf")
-    return {peer: (ret.get(peer) or {}).get("healthy") is True if isinstance(ret.get(peer), dict) else False for peer in peers}
+    return {peer: ret.get(peer) for peer in peers}
 
 
 def maintenance(mode, force=False, wait=10, timeout=10):
@@ -360,15 +408,25 @@ def maintenance(mode, force=False, wait=10, timeout=10):
     Planned switchover. ``on`` hands this node's VIPs to its peers gracefully: keepalived lowers
     this node's priority (a tracked file), the healthiest peer preempts with a gratuitous ARP and
     this node steps down, so clients see no failed request. ``off`` gives the VIPs back (with
-    preemption). ``on`` refuses when no peer of every instance is healthy (asked through the
-    master), unless ``force=True``. The setting survives restarts until ``off``.
+    preemption). The setting survives restarts until ``off``.
+
+    ``on`` refuses (``CommandExecutionError``) unless, for every instance of this node, a peer
+    (asked through the master) is healthy, not FAULT for that instance, not in maintenance and not
+    going into maintenance itself, unless ``force=True``. Calls on several nodes at once (``salt
+    'web-*' nginx_ha.maintenance on``) are safe: each node first writes a "maintenance pending"
+    mark (``<script_dir>/maintenance.pending``), which its ``health`` reports, then asks its
+    peers; two nodes asking each other see each other pending and both refuse, so the VIPs stay
+    served. The mark is removed when the call ends; one left by a crashed call is ignored after
+    ``MAINTENANCE_PENDING_TTL`` (60) seconds.
 
     mode
         ``on`` or ``off``.
     force
-        Skip the peer health check.
+        Skip the peer check (the reactor uses it to keep a broken node out).
     wait
         Seconds to wait for the VIPs to leave (on) or return (off); 0 to return at once.
+    timeout
+        Seconds to wait for the peers' answers (keep it well below ``MAINTENANCE_PENDING_TTL``).
 
     CLI Example:
 
@@ -385,19 +443,35 @@ def maintenance(mode, force=False, wait=10, timeout=10):
     if _keepalived_pid(lookup) is None:
         raise CommandExecutionError("nginx_ha: keepalived is not running here; nothing to hand over")
     before = _maintenance_offset(lookup)
-    if mode == "on" and not force:
-        peers = sorted({p for inst in node["instances"] for p in inst["peers"]})
-        healthy = _peer_health(peers, timeout)
-        for inst in node["instances"]:
-            if not any(healthy.get(p) for p in inst["peers"]):
-                raise CommandExecutionError(
-                    f"nginx_ha: refusing maintenance: no healthy peer for {inst['name']}"
-                    f" (peers: {', '.join(f'{p}={healthy.get(p)}' for p in inst['peers']) or 'none'}); use force=True to override"
-                )
+    pending = mode == "on" and not force
+    if pending:
+        _write_maintenance_pending(lookup)  # before asking: a peer asking us now sees us going
+        try:
+            peers = sorted({p for inst in node["instances"] for p in inst["peers"]})
+            answers = _peer_health(peers, timeout)
+            problems = []
+            for inst in node["instances"]:
+                verdicts = {p: _peer_can_take_over(answers.get(p), inst["name"]) for p in inst["peers"]}
+                if not any(ok for ok, _ in verdicts.values()):
+                    problems.append(
+                        f"no healthy peer for {inst['name']} can take over"
+                        f" (peers: {', '.join(f'{p}: {why}' for p, (_, why) in verdicts.items()) or 'none'})"
+                    )
+            if not problems and not _maintenance_pending(lookup):
+                problems.append(f"the peer check took longer than the pending mark's {MAINTENANCE_PENDING_TTL}s")
+            if problems:
+                raise CommandExecutionError(f"nginx_ha: refusing maintenance: {'; '.join(problems)}; use force=True to override")
+        except BaseException:
+            _remove_maintenance_pending(lookup)
+            raise
     preempting = [inst["name"] for inst in node["instances"] if inst["role"] == "MASTER" and not inst["nopreempt"]]
     offset = MAINTENANCE_OFFSET if mode == "on" else 0
-    if offset != before:
-        _write_maintenance(lookup, offset)
+    try:
+        if offset != before:
+            _write_maintenance(lookup, offset)
+    finally:
+        if pending:  # the real offset is in place (or failed): the mark has done its job
+            _remove_maintenance_pending(lookup)
     deadline = time.monotonic() + float(wait)
     while True:
         status = vip_status()
@@ -418,3 +492,354 @@ def maintenance(mode, force=False, wait=10, timeout=10):
         "settled": done,
         "instances": status,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Healing a hung nginx (restart_nginx) and the maintenance handshake between peers.
+# Standard-library imports are local to these functions on purpose (this part of the module is
+# maintained separately from the configuration functions above).
+# --------------------------------------------------------------------------------------------
+
+PROC_ROOT = "/proc"
+
+# A "maintenance pending" mark counts for this many seconds. maintenance('on') writes it before it
+# asks the peers and removes it when it is done; a mark left by a call that crashed (minion killed,
+# power loss) is ignored after this bound, so it can never block the peers' maintenance for good.
+MAINTENANCE_PENDING_TTL = 60
+
+
+def _maintenance_pending_file(lookup):
+    return _maintenance_file(lookup) + ".pending"
+
+
+def _boot_clock():
+    """(boot id, seconds since boot): immune to wall-clock steps; a mark from an earlier boot is stale."""
+    try:
+        with open(os.path.join(PROC_ROOT, "sys", "kernel", "random", "boot_id"), encoding="ascii") as fh:
+            boot_id = fh.read().strip()
+    except OSError:
+        boot_id = ""
+    return boot_id, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _write_maintenance_pending(lookup):
+    """Atomically write this node's "maintenance pending" mark (0644, owned by the minion's user: root)."""
+    boot_id, now = _boot_clock()
+    path = _maintenance_pending_file(lookup)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, (json.dumps({"boot_id": boot_id, "boottime": now, "time": time.time(), "pid": os.getpid()}) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _remove_maintenance_pending(lookup):
+    try:
+        os.unlink(_maintenance_pending_file(lookup))
+    except FileNotFoundError:
+        pass
+
+
+def _maintenance_pending(lookup, ttl=None):
+    """True while this node has a "maintenance pending" mark younger than ``ttl`` seconds."""
+    ttl = MAINTENANCE_PENDING_TTL if ttl is None else float(ttl)
+    path = _maintenance_pending_file(lookup)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+            mtime = os.fstat(fh.fileno()).st_mtime
+    except OSError:
+        return False
+    try:
+        mark = json.loads(text)
+        boot_id, now = _boot_clock()
+        if mark["boot_id"] != boot_id:
+            return False  # written before the last boot
+        age = now - float(mark["boottime"])
+    except (ValueError, KeyError, TypeError):
+        age = time.time() - mtime  # not our format: its modification time decides
+    return 0 <= age < ttl
+
+
+def _peer_can_take_over(answer, instance):
+    """(ok, reason): can the peer whose nginx_ha.health returned ``answer`` take ``instance`` over?"""
+    if answer is None:
+        return False, "no answer"
+    if not isinstance(answer, dict):
+        return False, f"error: {str(answer)[:200]}"
+    if answer.get("healthy") is not True:
+        return False, "unhealthy"
+    if answer.get("maintenance_pending"):
+        return False, "going into maintenance itself"
+    if answer.get("maintenance"):
+        return False, "in maintenance"
+    vrrp = answer.get("vrrp")
+    if not isinstance(vrrp, dict):
+        return False, "its health has no VRRP state (an older nginx_ha module there? run saltutil.sync_all)"
+    state = vrrp.get(instance)
+    if state not in ("MASTER", "BACKUP"):
+        return False, f"VRRP state {state or 'unknown'}"
+    return True, f"healthy, {state}"
+
+
+def _proc_stat(proc_root, pid):
+    """(state, ppid, starttime) of ``pid`` from ``<proc_root>/<pid>/stat``; None when it is gone."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as fh:
+            data = fh.read()
+        fields = data[data.rindex(")") + 2 :].split()  # comm may hold spaces and ')'
+        return fields[0], int(fields[1]), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _proc_exe(proc_root, pid):
+    try:
+        exe = os.readlink(os.path.join(proc_root, str(pid), "exe"))
+    except OSError:
+        return None  # kernel thread, or gone
+    return exe[: -len(" (deleted)")] if exe.endswith(" (deleted)") else exe
+
+
+def _proc_comm(proc_root, pid):
+    try:
+        with open(os.path.join(proc_root, str(pid), "comm"), encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _proc_mnt_ns(proc_root, pid):
+    try:
+        return os.readlink(os.path.join(proc_root, str(pid), "ns", "mnt"))
+    except OSError:
+        return None
+
+
+def _nginx_processes(proc_root, binary, master_pid=None, exclude=(1,)):
+    """
+    The nginx process tree as ``proc_root`` shows it: ``master_pid`` (the pid in nginx's pidfile)
+    when that process is nginx (its executable is ``binary`` or its name is nginx; a stale pidfile
+    naming a reused pid selects nothing), every descendant of it, and every other live process whose
+    executable is ``binary`` in this mount namespace (orphaned workers: they hold the listening
+    sockets; an nginx in a container on this host is not ours). Zombies (they hold nothing) and
+    ``exclude`` are left out. Returns sorted pids, the master first.
+    """
+    binaries = {binary, os.path.realpath(binary)}
+    own_ns = _proc_mnt_ns(proc_root, "self")
+    live = {}
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        stat = _proc_stat(proc_root, pid)
+        if stat is None or stat[0] in ("Z", "X", "x") or pid in exclude or pid == os.getpid():
+            continue
+        live[pid] = stat[1]
+    found = {pid for pid in live if _proc_exe(proc_root, pid) in binaries and _proc_mnt_ns(proc_root, pid) == own_ns}
+    roots = set()
+    if master_pid in live and (master_pid in found or _proc_comm(proc_root, master_pid) == "nginx"):
+        roots.add(master_pid)
+    tree, grew = set(roots), True
+    while grew:  # descendants of the master, whatever they run
+        grew = False
+        for pid, ppid in live.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sorted(found | tree, key=lambda pid: (pid not in roots, pid))
+
+
+def _read_pid(pidfile):
+    try:
+        with open(pidfile, encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_nginx_tree(lookup, timeout):
+    """SIGCONT then SIGKILL to the whole nginx process tree until none is left; removes a stale pidfile.
+    Returns the pids killed; raises CommandExecutionError when processes survive ``timeout`` seconds."""
+    binary, pidfile = lookup["nginx"]["binary"], lookup["nginx"]["pidfile"]
+    killed = []
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        pids = _nginx_processes(PROC_ROOT, binary, _read_pid(pidfile))
+        if not pids:
+            break
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(f"nginx_ha: nginx processes {pids} are still there {timeout:g}s after SIGKILL")
+        for sig in (signal.SIGCONT, signal.SIGKILL):  # the master first: it cannot respawn workers
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        killed.extend(pid for pid in pids if pid not in killed)
+        time.sleep(0.05)
+    try:  # no nginx process is left: whatever pid the pidfile names is stale
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+    return killed
+
+
+def _service_argv(name, action, timeout):
+    """
+    The command Salt's service module runs for ``action`` (systemctl where systemd runs, else
+    ``service``, else the init script), under coreutils ``timeout``: on expiry the whole process
+    group (init script, start-stop-daemon...) gets SIGTERM, 2 s later SIGKILL. None when there is
+    no such command.
+    """
+    import salt.utils.path  # pylint: disable=import-outside-toplevel
+    import salt.utils.systemd  # pylint: disable=import-outside-toplevel
+
+    timeout_bin = salt.utils.path.which("timeout")
+    if not timeout_bin:
+        return None
+    argv = None
+    systemctl = salt.utils.path.which("systemctl")
+    if systemctl and salt.utils.systemd.booted(__context__):
+        argv = [systemctl, action, name]
+    elif salt.utils.path.which("service"):
+        argv = [salt.utils.path.which("service"), name, action]
+    elif os.access(f"/etc/init.d/{name}", os.X_OK):
+        argv = [f"/etc/init.d/{name}", action]
+    return [timeout_bin, "-k", "2", f"{float(timeout):g}", *argv] if argv else None
+
+
+def _bounded_service(name, action, timeout):
+    """Run ``service.<action> name`` so that it cannot hang: (ok, timed_out, detail)."""
+    argv = _service_argv(name, action, timeout)
+    if argv:
+        res = __salt__["cmd.run_all"](
+            argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet", timeout=float(timeout) + 10
+        )
+        retcode = res.get("retcode")
+        command = " ".join(argv[4:])
+        output = " ".join(x.strip() for x in (res.get("stdout") or "", res.get("stderr") or "") if x.strip())[:300]
+        if retcode in (124, 137, None):
+            return False, True, f"`{command}` did not finish within {timeout:g}s"
+        return retcode == 0, False, f"`{command}` exited {retcode}" + (f": {output}" if output else "")
+    # No command line to bound: Salt's service module in a thread we stop waiting for.
+    import threading  # pylint: disable=import-outside-toplevel
+
+    result = {}
+
+    def call():
+        try:
+            result["ret"] = __salt__[f"service.{action}"](name)
+        except Exception as exc:  # pylint: disable=broad-except
+            result["error"] = exc
+
+    thread = threading.Thread(target=call, name=f"nginx_ha-service-{action}", daemon=True)
+    thread.start()
+    thread.join(float(timeout))
+    if thread.is_alive():
+        return False, True, f"service.{action} {name} did not return within {timeout:g}s"
+    if "error" in result:
+        return False, False, f"service.{action} {name} failed: {result['error']}"
+    return result["ret"] is True, False, f"service.{action} {name} returned {result['ret']!r}"
+
+
+def _wait_answers(url, grace):
+    """Poll nginx's health URL until it answers or ``grace`` seconds passed (at least one probe)."""
+    deadline = time.monotonic() + float(grace)
+    while True:
+        remaining = deadline - time.monotonic()
+        answers, detail = _nginx_answers(url, min(1.0, max(0.2, remaining)))
+        if answers or time.monotonic() >= deadline:
+            return answers, detail
+        time.sleep(0.1)
+
+
+def restart_nginx(grace=5, timeout=10):
+    """
+    Restart nginx and make sure it serves again, also when it hangs (every nginx process stopped
+    or deadlocked: an init script's stop does not finish stopped workers, they keep the listening
+    sockets and the new nginx cannot bind).
+
+    1. A graceful restart through the service manager (what ``service.restart`` runs), bounded by
+       ``timeout`` seconds; then nginx must answer its health URL within ``grace`` seconds.
+    2. Otherwise (the restart did not finish in time, or nginx does not answer) escalate: SIGCONT
+       and SIGKILL to the whole nginx process tree (the master from the pidfile, its children,
+       every process running the nginx binary), wait until they are gone, remove a stale pidfile,
+       start nginx and check again. Logged at warning level.
+
+    Returns ``{healthy: True, escalated: bool, killed: [pids], detail: str}``. Raises
+    ``CommandExecutionError`` (non-zero retcode) when nginx still does not answer afterwards.
+
+    grace
+        Seconds nginx has to answer its health URL after the restart (and after the start).
+    timeout
+        Seconds the restart (and the start) may take, and the processes to die after SIGKILL.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web-a' nginx_ha.restart_nginx
+        salt 'web-a' nginx_ha.restart_nginx grace=10 timeout=20
+    """
+    grace, timeout = float(grace), float(timeout)
+    node = node_config()
+    lookup = node["lookup"]
+    name = lookup["nginx"]["service"]
+    url = node["nginx"]["health"]["url"]
+    lock_path = os.path.join(os.path.dirname(lookup["nginx"]["pidfile"]), "nginx_ha.restart.lock")
+    with open(lock_path, "a", encoding="ascii") as lock:
+        # One restart at a time (the reactor and a person may both try); a waiter then finds it healed.
+        waited, deadline = False, time.monotonic() + 2 * (timeout + grace) + 10
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CommandExecutionError("nginx_ha: another restart_nginx is still running here") from None
+                waited = True
+                time.sleep(0.1)
+        if waited:
+            answers, detail = _nginx_answers(url, 1.0)
+            if answers:
+                return {"healthy": True, "escalated": False, "killed": [], "detail": "healed by a concurrent restart_nginx"}
+        return _restart_nginx_locked(lookup, name, url, grace, timeout)
+
+
+def _restart_nginx_locked(lookup, name, url, grace, timeout):
+    _, timed_out, detail = _bounded_service(name, "restart", timeout)  # its exit code: the health URL decides
+    steps = [f"restart: {detail}"]
+    if not timed_out:
+        answers, how = _wait_answers(url, grace)
+        if answers:
+            return {"healthy": True, "escalated": False, "killed": [], "detail": f"{steps[0]}; {url} answers ({how})"}
+        steps.append(f"{url} did not answer within {grace:g}s ({how})")
+    # Killing helps only if a new nginx can start: with a configuration nginx refuses, leave it be.
+    check = __salt__["cmd.run_all"](
+        [lookup["nginx"]["binary"], "-t", "-q", "-c", lookup["nginx"]["config"]],
+        python_shell=False, ignore_retcode=True, output_loglevel="quiet", timeout=timeout,
+    )
+    if check.get("retcode") != 0:
+        output = " ".join(x.strip() for x in (check.get("stdout") or "", check.get("stderr") or "") if x.strip())
+        raise CommandExecutionError(
+            f"nginx_ha: nginx does not answer and `nginx -t` refuses its configuration, so it was not killed: {output} ({'; '.join(steps)})"
+        )
+    log.warning("nginx_ha: graceful restart of nginx failed (%s); killing the whole nginx process tree", "; ".join(steps))
+    killed = _kill_nginx_tree(lookup, timeout)
+    steps.append(f"killed nginx processes {killed}" if killed else "no nginx process left to kill")
+    _, timed_out, detail = _bounded_service(name, "start", timeout)
+    steps.append(f"start: {detail}")
+    answers, how = _wait_answers(url, grace)
+    if not answers:
+        log.warning("nginx_ha: nginx still does not answer after killing and starting it: %s", "; ".join(steps))
+        raise CommandExecutionError(
+            f"nginx_ha: nginx still not answering {url} after killing its processes and starting it ({how}): " + "; ".join(steps)
+        )
+    steps.append(f"{url} answers ({how})")
+    log.warning("nginx_ha: nginx healed by escalation: %s", "; ".join(steps))
+    return {"healthy": True, "escalated": True, "killed": killed, "detail": "; ".join(steps)}

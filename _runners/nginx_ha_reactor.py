@@ -4,47 +4,109 @@ nginx-ha reactions to VRRP transitions, decided on the master.
 ``reactor/vrrp.sls`` hands every ``nginx_ha/vrrp/*`` event to :py:func:`vrrp_event`; everything
 that decides lives here, in tested Python:
 
-* **FAULT** from node X: restart nginx on X, and only on X. X is the minion id Salt authenticated
+* **FAULT** from node X: heal nginx on X, and only on X. X is the minion id Salt authenticated
   (``data['id']``), checked against the cluster pillar (X must be a node of the instance the event
   names) and, by default, against the signature the ``nginx_ha_events`` engine puts on every event
-  with X's key. Nothing from the payload reaches a target or a shell. At most ``restart_limit``
-  restarts per ``restart_window`` seconds per node; when that budget is spent, or nginx is not
-  healthy after the restart, a critical alert goes out and X is kept out of MASTER with
-  ``nginx_ha.maintenance on force=True`` (undo with ``nginx_ha.maintenance off`` on X and
-  ``salt-run nginx_ha_reactor.reset X``).
+  with X's key. Nothing from the payload reaches a target or a shell. A FAULT always ends in one
+  of three ways, never in silence:
+
+  1. ``already-healthy``: ``nginx_ha.health`` on X says healthy (a late FAULT, keepalived's own
+     start-up FAULT): nothing is restarted.
+  2. ``restarted``: ``nginx_ha.restart_nginx`` on X (a graceful restart that escalates to killing
+     the whole nginx process tree when it does not finish in time), then ``nginx_ha.health``
+     confirms it (warning alert). A FAULT after a restart that was verified healthy is a *new*
+     failure and gets a restart of its own.
+  3. a critical alert: the restart budget (``restart_limit`` per ``restart_window`` seconds per
+     node; every attempt counts) is spent, or nginx is not healthy after the restart, or the
+     restart failed. X is then kept out of MASTER with ``nginx_ha.maintenance on force=True``;
+     only when that call succeeded is X marked "in maintenance" here (its later FAULTs are then
+     ignored until ``salt-run nginx_ha_reactor.reset X``). When it failed, the critical alert says
+     so and X is not marked, so its next FAULT is handled (and alerted) again.
+
+  FAULTs of X that arrive while a worker is healing X (X is *in progress*: a mark in the state
+  file with an expiry, ``in_progress_expiry``) share that restart: they are answered
+  ``coalesced`` and the worker checks health once more before it lets go of X, so a failure that
+  came in meanwhile is never dropped. A mark whose worker died expires, with a critical alert
+  (raised by the next event or the next :py:func:`check_fleet`).
 * **MASTER** from node X: an alert naming the old and the new owner (warning when the VIP moved,
   info otherwise).
 * **STOP** from node X: a warning (keepalived stopped there). **BACKUP**: recorded only.
 
-:py:func:`check_fleet` runs ``nginx_ha.status`` and alerts on SPLIT-BRAIN and NO-OWNER (schedule
-it on the master). :py:func:`alert` fires ``nginx_ha/alert/<severity>`` on the master bus and POSTs
-a Slack-compatible JSON body to the configured webhook.
+Any error of Salt's client (a minion that does not answer, ``SaltClientError``, a timeout) is a
+failed action that leads to the next step above; any other error while handling an event is
+logged and raised as a critical alert: an event is never lost silently.
+
+Time, order and replays (node clocks are never trusted):
+
+* The time an event happened is the master's **receive time**: ``_stamp``, which the master sets
+  on every event it fires (a minion cannot set it), else the master's clock when the runner
+  starts. Ownership of a VIP goes to the MASTER event received last; the payload's ``time`` (the
+  node's clock) orders nothing.
+* Engine events carry ``boot`` (the node's ``/proc/sys/kernel/random/boot_id``) and ``seq``
+  (signed with the payload). Per node and boot, ``seq`` must exceed the highest seen (an equal one
+  is a ``duplicate`` redelivery, a lower one a ``replay``); an event of a boot the node has left
+  behind is a ``replay``; a boot never seen before is the node's new boot. Events without
+  ``boot`` (the notify-script path, older engines) are dropped as ``duplicate`` when their ``seq``
+  is one of the last 512 of that node.
+* **Late events** are recorded (node states, owners) but trigger no alert of their own. An event
+  is late when it waited more than ``max_event_age`` seconds on the master (``_stamp`` vs now);
+  or when it reached the master more than ``max_event_age`` seconds after it happened, measured
+  as ``(_stamp - time) - baseline``, the baseline being the smallest ``_stamp - time`` seen from
+  that node (so only differences of the node's own clock count: any constant offset, even years,
+  cancels out; the baseline starts afresh with each boot of the node, and a node clock stepped
+  back is re-based after two separate late-looking events with the same offset); or when more than ``backlog:burst`` events of one node arrive within
+  ``backlog:window`` seconds (a spool replayed after a master outage, or a flapping node).
+  Late events of a node are collected and reported in **one summary alert** (per node and
+  instance: the transitions and the state now) once the node has sent nothing for
+  ``backlog:quiet`` seconds, or when a live event of it arrives (checked on every event and by
+  :py:func:`check_fleet`). Actions are still decided on the latest state only: a late FAULT that
+  a newer event of the same node and instance has superseded does nothing, otherwise it is
+  handled as above with the health check first (also when ``check_before_restart`` is off).
+
+Alerts raised here are deduplicated (the same severity and message within ``alerts:dedupe``
+seconds goes out once) and rate-limited (at most ``alerts:limit`` per ``alerts:window`` seconds
+per node, or instance; the rest are counted and reported in one "suppressed N alerts" summary
+when the window ends). Critical alerts are deduplicated but never rate-limited away.
+
+:py:func:`check_fleet` runs ``nginx_ha.status`` (the fleet view) and alerts on its problems (see
+there). :py:func:`alert` fires ``nginx_ha/alert/<severity>`` on the master bus and POSTs a
+Slack-compatible JSON body to the configured webhook.
 
 Master configuration (all optional; defaults shown)::
 
     nginx_ha_reactor:
-      restart_limit: 3          # restarts per node ...
+      restart_limit: 3          # restart attempts per node ...
       restart_window: 300       # ... per this many seconds
-      restart_coalesce: 10      # FAULTs of one node this close together share one restart
       health_delay: 3           # seconds between the restart and the health check
-      timeout: 30               # seconds to wait for each minion call
+      check_before_restart: true  # a FAULT of a node whose nginx is healthy restarts nothing
+      timeout: 30               # seconds to wait for each minion call (unless the action sets one)
+      in_progress_expiry: null  # seconds a worker may hold a node; null: the sum of the action
+                                # timeouts (health twice) + health_delay + 60
+      max_event_age: 120        # older events are late: recorded and summarized, no own alert
       require_signature: true   # act only on events signed by the engine with the sender's key
       state_file: <cachedir>/nginx_ha_reactor/state.json
-      actions:                  # what runs on the node (module function, arg, kwarg)
-        restart: {fun: service.restart, arg: [nginx]}
+      actions:                  # what runs on the node (module function, arg, kwarg, timeout)
+        restart: {fun: nginx_ha.restart_nginx, timeout: 90}
         health: {fun: nginx_ha.health}
         maintenance: {fun: nginx_ha.maintenance, arg: ['on'], kwarg: {force: true}}
+      backlog: {burst: 5, window: 10, quiet: 30}
+      alerts: {dedupe: 300, limit: 10, window: 300}
       webhook: {url: 'https://hooks.slack.com/services/...', timeout: 2, retries: 3}
       fleet: {realert: 600}     # repeat an unchanged fleet problem at most this often
 
-State (restart history, owners, nodes in maintenance, recently seen sequence numbers) is one JSON
-file on the master, read and written under an exclusive file lock, so concurrent reactor workers
-do not lose updates.
+``restart_coalesce`` of earlier versions is ignored: FAULTs share a restart only while it is in
+progress. The restart action must return ``{healthy, escalated, ...}`` or fail (non-zero retcode);
+any function that returns True works too (e.g. ``{fun: service.restart, arg: [nginx]}``).
+
+State (restart history, owners, nodes in maintenance, nodes in progress, boots and sequence
+numbers, late events, alert bookkeeping) is one JSON file on the master, read and written under an
+exclusive file lock, so concurrent reactor workers do not lose updates.
 """
 
 import base64
 import contextlib
 import copy
+import datetime
 import fcntl
 import importlib.util
 import json
@@ -52,6 +114,7 @@ import logging
 import os
 import re
 import time
+import uuid
 
 import salt.client
 import salt.utils.event
@@ -63,22 +126,29 @@ __virtualname__ = "nginx_ha_reactor"
 
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 _TAG = re.compile(r"^nginx_ha/vrrp/(?P<instance>[^/\s]{1,128})/(?P<state>master|backup|fault|stop)$")
-_SEEN_KEEP = 512
+_BOOT = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+_SEEN_KEEP = 512  # seq numbers remembered per node for events without a boot id
+_BOOTS_KEEP = 32  # superseded boot ids remembered per node
+_BACKLOG_KEEP = 100  # late events listed per node in a summary (all are counted)
+_STEP_TOLERANCE = 5.0  # seconds: the same offset twice means the node's clock was stepped
 
 DEFAULTS = {
     "restart_limit": 3,
     "restart_window": 300,
-    "restart_coalesce": 10,
     "health_delay": 3,
     "check_before_restart": True,  # a FAULT of a node whose nginx is healthy again restarts nothing
     "timeout": 30,
+    "in_progress_expiry": None,
+    "max_event_age": 120,
     "require_signature": True,
     "state_file": None,
     "actions": {
-        "restart": {"fun": "service.restart", "arg": ["nginx"], "kwarg": {}},
+        "restart": {"fun": "nginx_ha.restart_nginx", "arg": [], "kwarg": {}, "timeout": 90},
         "health": {"fun": "nginx_ha.health", "arg": [], "kwarg": {}},
         "maintenance": {"fun": "nginx_ha.maintenance", "arg": ["on"], "kwarg": {"force": True}},
     },
+    "backlog": {"burst": 5, "window": 10, "quiet": 30},
+    "alerts": {"dedupe": 300, "limit": 10, "window": 300},
     "webhook": {"url": None, "timeout": 2, "retries": 3, "backoff": 0.5},
     "fleet": {"realert": 600},
 }
@@ -114,12 +184,27 @@ def _config():
 
 
 def _empty_state():
-    return {"restarts": {}, "owners": {}, "seen": {}, "maintenance": {}, "nodes": {}, "fleet": {}}
+    return {
+        "restarts": {},
+        "owners": {},
+        "seen": {},
+        "boots": {},
+        "clocks": {},
+        "maintenance": {},
+        "in_progress": {},
+        "nodes": {},
+        "backlog": {},
+        "alerts": {},
+        "fleet": {},
+    }
 
 
 @contextlib.contextmanager
 def _state(cfg):
-    """Load, yield and save the state JSON under an exclusive lock (flock on ``<file>.lock``)."""
+    """
+    Load, yield and save the state JSON under an exclusive lock (flock on ``<file>.lock``).
+    Never call a minion or :py:func:`alert` inside: the lock is the master's, for milliseconds.
+    """
     path = cfg["state_file"]
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with open(path + ".lock", "a", encoding="ascii") as lock:
@@ -177,28 +262,45 @@ def _fire(tag, data):
 
 def _call(node, action, timeout):
     """
-    Run ``action`` ({fun, arg, kwarg}) on exactly one minion, ``node`` (a list target: never a
-    glob or compound expression). Returns ``(ok, return)``; ``ok`` is False when the node did not
-    answer or the function failed.
+    Run ``action`` ({fun, arg, kwarg, timeout}) on exactly one minion, ``node`` (a list target:
+    never a glob or compound expression). Returns ``(ok, return)``; ``ok`` is False when the node
+    did not answer, the function failed, or Salt's client raised (``return`` then says what
+    happened). Never raises.
     """
-    with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        ret = client.cmd(
-            [node],
-            action["fun"],
-            arg=list(action.get("arg") or []),
-            kwarg=dict(action.get("kwarg") or {}),
-            tgt_type="list",
-            timeout=timeout,
-            full_return=True,
-        )
+    timeout = float(action.get("timeout") or timeout)
+    try:
+        with salt.client.get_local_client(__opts__["conf_file"]) as client:
+            ret = client.cmd(
+                [node],
+                action["fun"],
+                arg=list(action.get("arg") or []),
+                kwarg=dict(action.get("kwarg") or {}),
+                tgt_type="list",
+                timeout=timeout,
+                full_return=True,
+            )
+    except Exception as exc:  # pylint: disable=broad-except
+        # SaltClientError, a timeout, a master that cannot publish: a failed action, not a lost event.
+        log.error("nginx_ha_reactor: %s on %s: Salt's client failed: %s: %s", action["fun"], node, type(exc).__name__, exc, exc_info=True)
+        return False, f"Salt client error: {type(exc).__name__}: {exc}"
     answer = ret.get(node) if isinstance(ret, dict) else None
     if not isinstance(answer, dict):
-        return False, None
+        return False, f"no answer from {node} within {timeout:g}s"
     return answer.get("retcode", 0) == 0 and answer.get("success", True) is not False, answer.get("ret")
 
 
 def _healthy(ok, ret):
     return bool(ok) and (ret is True or (isinstance(ret, dict) and ret.get("healthy") is True))
+
+
+def _lease(cfg):
+    """Seconds a worker may hold a node (``in_progress_expiry``, else what its calls can take)."""
+    if cfg.get("in_progress_expiry"):
+        return float(cfg["in_progress_expiry"])
+    default = float(cfg["timeout"])
+    actions = cfg["actions"]
+    calls = sum(float(actions[name].get("timeout") or default) for name in ("health", "restart", "health", "maintenance"))
+    return calls + float(cfg["health_delay"]) + 60.0
 
 
 def canonical(minion_id, tag, data):
@@ -235,11 +337,35 @@ def verify_signature(minion_id, tag, data, public_pem):
     return True
 
 
+def receive_time(data, now=None):
+    """
+    When the master received the event: its ``_stamp`` (ISO 8601, set by the master's event bus
+    for every event it fires; a naive stamp is UTC), else ``now`` (default: the master's clock).
+    """
+    stamp = data.get("_stamp") if isinstance(data, dict) else None
+    if isinstance(stamp, str):
+        try:
+            when = datetime.datetime.fromisoformat(stamp)
+        except ValueError:
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            return when.timestamp()
+    return time.time() if now is None else now
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def parse_event(tag, data, require_signature=True, public_key=None):
     """
     Check one reactor event and return what may be used from it: ``{node, instance, state,
-    priority, previous_state, seq, time, vips}``. ``node`` is ``data['id']`` (set by the master from
-    the authenticated request), never a payload field. Raises :py:class:`Rejected`.
+    priority, previous_state, seq, boot, time, recv, vips}``. ``node`` is ``data['id']`` (set by
+    the master from the authenticated request), never a payload field; ``recv`` is the master's
+    receive time (:py:func:`receive_time`); ``time`` is the node's clock, used only for
+    differences. Raises :py:class:`Rejected`.
 
     public_key
         ``callable(minion_id) -> PEM or None`` (default: the master's accepted key).
@@ -265,6 +391,12 @@ def parse_event(tag, data, require_signature=True, public_key=None):
         if not verify_signature(node, tag, payload, pem):
             raise Rejected(f"signature of the event does not verify with {node}'s key")
     seq = payload.get("seq")
+    seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    boot = payload.get("boot")
+    if boot is not None and (not isinstance(boot, str) or not _BOOT.match(boot)):
+        raise Rejected(f"payload boot {boot!r:.80} is not a boot id")
+    if boot is not None and seq is None:
+        raise Rejected("payload has a boot id but no integer seq")
     priority = payload.get("priority")
     previous = payload.get("previous_state")
     vips = payload.get("vips")
@@ -274,8 +406,10 @@ def parse_event(tag, data, require_signature=True, public_key=None):
         "state": state,
         "priority": priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
         "previous_state": previous if previous in STATES else None,
-        "seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
-        "time": payload.get("time") if isinstance(payload.get("time"), (int, float)) else None,
+        "seq": seq,
+        "boot": boot,
+        "time": _number(payload.get("time")),
+        "recv": receive_time(data),
         "vips": [str(v) for v in vips][:32] if isinstance(vips, list) else [],
     }
 
@@ -293,6 +427,139 @@ def _pillar_of(node):
 
 
 # ---------------------------------------------------------------------------------------------
+# Admission: repeats and replays, late events, the node's latest state
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_sequence(state, event):
+    """
+    None when the event is new, else ``(action, reason)`` with action ``duplicate`` (the same
+    event again: delivery is at least once) or ``replay`` (an older event). See the module doc.
+    """
+    node, seq, boot = event["node"], event["seq"], event["boot"]
+    if boot is None:
+        if seq is None:
+            return None
+        seen = state["seen"].setdefault(node, [])
+        if seq in seen:
+            return "duplicate", f"seq {seq} of {node} was seen already"
+        seen.append(seq)
+        del seen[:-_SEEN_KEEP]
+        return None
+    track = state["boots"].setdefault(node, {"boot": None, "seq": None, "superseded": []})
+    if boot == track["boot"]:
+        if seq == track["seq"]:
+            return "duplicate", f"seq {seq} of {node} (boot {boot}) was seen already"
+        if seq < track["seq"]:
+            return "replay", f"seq {seq} of {node} (boot {boot}) is not beyond the highest seen, {track['seq']}"
+        track["seq"] = seq
+        return None
+    if boot in track["superseded"]:
+        return "replay", f"boot {boot} of {node} was superseded by boot {track['boot']}"
+    if track["boot"] is not None:
+        log.info("nginx_ha_reactor: %s booted again (boot %s after %s)", node, boot, track["boot"])
+        track["superseded"] = (track["superseded"] + [track["boot"]])[-_BOOTS_KEEP:]
+    track["boot"], track["seq"] = boot, seq
+    return None
+
+
+def _delivery_lag(clock, offset, recv, max_age, window):
+    """
+    How much later than usual the node's event reached the master: ``offset`` (receive time
+    minus the node's ``time``) minus the node's baseline (the smallest offset seen). Only
+    differences of the node's own clock count, so a constant skew of any size cancels out.
+    """
+    base, last = clock.get("base"), clock.get("last")
+    if base is None or offset < base:
+        base = offset
+    lag = offset - base
+    if (
+        lag > max_age
+        and last
+        and last.get("lag", 0) > max_age
+        and recv - last["recv"] > window
+        and abs(offset - last["offset"]) <= _STEP_TOLERANCE
+    ):
+        # Two separate deliveries late by the same amount: the node's clock was stepped back.
+        log.info("nginx_ha_reactor: the clock of a node was stepped by %.0fs; new baseline", lag)
+        base, lag = offset, 0.0
+    clock["base"] = base
+    clock["last"] = {"recv": recv, "offset": offset, "lag": lag}
+    return lag
+
+
+def _lateness(state, event, cfg, now):
+    """Why the event is late (an empty list when it is live). See the module doc."""
+    max_age = float(cfg["max_event_age"])
+    window, burst = float(cfg["backlog"]["window"]), int(cfg["backlog"]["burst"])
+    node, recv = event["node"], event["recv"]
+    reasons = []
+    waited = now - recv
+    if waited > max_age:
+        reasons.append(f"received {waited:.0f}s before it was handled")
+    clock = state["clocks"].setdefault(node, {})
+    if event["boot"] is not None and clock.get("boot") != event["boot"]:
+        # A reboot may have set the clock anew: the baseline starts afresh with each boot.
+        clock.update(boot=event["boot"], base=None, last=None)
+    if event["time"] is not None:
+        lag = _delivery_lag(clock, recv - event["time"], recv, max_age, window)
+        if lag > max_age:
+            reasons.append(f"reached the master {lag:.0f}s later than {node}'s events usually do")
+    recent = [r for r in clock.get("recent", []) if abs(recv - r) <= window] + [recv]
+    clock["recent"] = recent[-(burst + 1):]
+    if len(clock["recent"]) > burst:
+        reasons.append(f"more than {burst} events of {node} within {window:g}s")
+    return reasons
+
+
+def _record(state, event):
+    """Remember the event as the node's state for its instance, unless a newer one is known."""
+    slot = state["nodes"].setdefault(event["node"], {})
+    old = slot.get(event["instance"]) or {}
+    if old and event["boot"] is None and old.get("boot") is None:
+        # Without a boot id (notify script, older engines) the per-node seq orders, else the
+        # master's receive time: an older event arriving after a newer one changes nothing.
+        if None not in (old.get("seq"), event["seq"]):
+            if event["seq"] < old["seq"]:
+                return False
+        elif old.get("recv") is not None and event["recv"] < old["recv"]:
+            return False
+    slot[event["instance"]] = {"state": event["state"], "seq": event["seq"], "boot": event["boot"], "recv": event["recv"], "time": event["time"]}
+    return True
+
+
+def _is_latest(state, event):
+    """True while no newer event of the same node and instance has been recorded."""
+    slot = (state["nodes"].get(event["node"]) or {}).get(event["instance"]) or {}
+    return (slot.get("seq"), slot.get("boot"), slot.get("recv")) == (event["seq"], event["boot"], event["recv"])
+
+
+def _note_late(state, event, reasons, now):
+    entry = state["backlog"].setdefault(event["node"], {"first": now, "count": 0, "events": [], "reason": reasons[0]})
+    entry["count"] += 1
+    entry["last"] = now
+    entry["events"].append([event["instance"], event["state"], event["seq"]])
+    del entry["events"][:-_BACKLOG_KEEP]
+
+
+def _admit(state, event, cfg, now):
+    """
+    Sequence check, lateness, record. Returns ``({action, reason, late}, due alerts)``; action
+    None: go on. A live event of a node ends its backlog: that summary is due first, with the
+    states from before this event.
+    """
+    repeated = _check_sequence(state, event)
+    late = [] if repeated else _lateness(state, event, cfg, now)
+    due = _housekeeping(state, cfg, now, flush=(event["node"],) if not repeated and not late else ())
+    if repeated:
+        return {"action": repeated[0], "reason": repeated[1], "late": []}, due
+    _record(state, event)
+    if late:
+        _note_late(state, event, late, now)
+    return {"action": None, "reason": None, "late": late}, due
+
+
+# ---------------------------------------------------------------------------------------------
 # Alerts
 # ---------------------------------------------------------------------------------------------
 
@@ -302,7 +569,9 @@ def alert(severity, message, **fields):
     Raise an alert: fire ``nginx_ha/alert/<severity>`` (info, warning, critical) on the master's
     event bus and, when ``nginx_ha_reactor:webhook:url`` is set, POST a Slack-compatible JSON body
     (``text``) to it: each attempt times out after ``webhook:timeout`` seconds, at most
-    ``webhook:retries`` attempts, so a dead webhook never holds the caller for long.
+    ``webhook:retries`` attempts, so a dead webhook never holds the caller for long. Called from
+    the command line it is sent as is; the reactor's own alerts are deduplicated and rate-limited
+    first (``alerts`` in the master configuration).
 
     CLI Example:
 
@@ -331,6 +600,138 @@ def alert(severity, message, **fields):
     return result
 
 
+def _subject(fields):
+    """Whom an alert is about, for the rate limit: the node, else the instance, else the check."""
+    return str(fields.get("node") or fields.get("instance") or fields.get("check") or "nginx_ha")
+
+
+def _suppressed(subject, slot):
+    return (
+        "warning",
+        f"{slot['suppressed']} more alert(s) about {subject} were suppressed by the rate limit ({slot['sent']} sent since "
+        f"{datetime.datetime.fromtimestamp(slot['start'], datetime.timezone.utc).strftime('%H:%M:%S')} UTC); the last: {slot['last']}",
+        {"check": "rate-limit", "subject": subject, "suppressed": slot["suppressed"]},
+    )
+
+
+def _gate(state, cfg, severity, message, fields, now):
+    """
+    Deduplicate and rate-limit one alert. Returns the alerts to send now: none, this one, and/or
+    the summary of a rate-limit window that has ended.
+    """
+    conf = cfg["alerts"]
+    dedupe, limit, window = float(conf["dedupe"]), int(conf["limit"]), float(conf["window"])
+    book = state["alerts"]
+    recent = book.setdefault("recent", {})
+    for key in [k for k, sent in recent.items() if now - sent["time"] >= dedupe]:
+        del recent[key]
+    key = f"{severity}|{message}"
+    if key in recent:
+        book["deduplicated"] = book.get("deduplicated", 0) + 1
+        log.info("nginx_ha_reactor: alert sent %.0fs ago, not repeated: [%s] %s", now - recent[key]["time"], severity, message)
+        return []
+    out = []
+    subject = _subject(fields)
+    limits = book.setdefault("limits", {})
+    slot = limits.get(subject)
+    if slot is None or now - slot["start"] >= window:
+        if slot and slot["suppressed"]:
+            out.append(_suppressed(subject, slot))
+        slot = limits[subject] = {"start": now, "sent": 0, "suppressed": 0, "last": None}
+    if slot["sent"] >= limit and severity != "critical":
+        slot["suppressed"] += 1
+        slot["last"] = f"[{severity}] {message}"[:300]
+        log.warning("nginx_ha_reactor: rate limit for %s: not sent: [%s] %s", subject, severity, message)
+        return out
+    slot["sent"] += 1
+    recent[key] = {"time": now, "subject": subject}
+    out.append((severity, message, fields))
+    return out
+
+
+def _send(alerts):
+    for severity, message, fields in alerts:
+        try:
+            alert(severity, message, **fields)
+        except Exception:  # pylint: disable=broad-except
+            log.exception("nginx_ha_reactor: cannot send the alert [%s] %s", severity, message)
+
+
+def _alert(cfg, severity, message, **fields):
+    """The reactor's alerts: through :py:func:`_gate`; True when this alert went out."""
+    try:
+        with _state(cfg) as state:
+            out = _gate(state, cfg, severity, message, fields, time.time())
+    except Exception:  # pylint: disable=broad-except
+        log.exception("nginx_ha_reactor: alert bookkeeping failed; sending the alert anyway")
+        out = [(severity, message, fields)]
+    _send(out)
+    return any(m == message for _, m, _ in out)
+
+
+def _backlog_summary(state, entries):
+    """One alert for the late events of ``entries`` ({node: backlog entry})."""
+    parts, detail, severity, total = [], {}, "info", 0
+    for node, entry in sorted(entries.items()):
+        total += entry["count"]
+        per = {}
+        for instance, vrrp_state, _ in entry["events"]:
+            per.setdefault(instance, []).append(vrrp_state)
+        texts = []
+        detail[node] = {}
+        for instance, seen in sorted(per.items()):
+            final = ((state["nodes"].get(node) or {}).get(instance) or {}).get("state") or seen[-1]
+            if final in ("FAULT", "STOP"):
+                severity = "warning"
+            detail[node][instance] = {"transitions": seen, "now": final}
+            shown = ">".join(seen[-8:])
+            texts.append(f"{instance} {'...>' if len(seen) > 8 else ''}{shown} (now {final})")
+        more = f" [{entry['count']} events, first: {entry['reason']}]"
+        parts.append(f"{node}: {', '.join(texts)}{more}")
+    owners = {name: (owner or {}).get("node") for name, owner in sorted(state["owners"].items())}
+    message = (
+        f"{total} late VRRP event(s) (delivered after a master outage, or in a burst) summarized: "
+        + "; ".join(parts)
+        + (f"; owners now: {', '.join(f'{k} {v}' for k, v in owners.items())}" if owners else "")
+    )
+    return severity, message, {"check": "backlog", "backlog": detail, "owners": owners}
+
+
+def _housekeeping(state, cfg, now, flush=()):
+    """
+    Alerts that are due: the summary of late events of nodes that went quiet (or are in
+    ``flush``), rate-limit windows that ended with suppressed alerts, and nodes whose
+    in-progress mark expired (the worker died: its FAULT may be unhandled).
+    """
+    out = []
+    quiet = float(cfg["backlog"]["quiet"])
+    due = {node: entry for node, entry in state["backlog"].items() if node in flush or now - entry.get("last", 0) >= quiet}
+    if due:
+        out.append(_backlog_summary(state, due))
+        for node in due:
+            del state["backlog"][node]
+    window = float(cfg["alerts"]["window"])
+    limits = state["alerts"].get("limits") or {}
+    for subject, slot in list(limits.items()):
+        if now - slot["start"] >= window:
+            if slot["suppressed"]:
+                out.append(_suppressed(subject, slot))
+            del limits[subject]
+    for node, mark in list(state["in_progress"].items()):
+        if now >= mark["expires"]:
+            del state["in_progress"][node]
+            waiting = f", {mark['pending']} more FAULT(s) of it waiting" if mark.get("pending") else ""
+            out.append(
+                (
+                    "critical",
+                    f"the reactor worker healing {node} did not finish within {mark['expires'] - mark['since']:.0f}s (it died or hangs{waiting}); "
+                    f"{node} may still be broken: check `salt {node} nginx_ha.health`",
+                    {"node": node, "check": "reactor"},
+                )
+            )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Reactions
 # ---------------------------------------------------------------------------------------------
@@ -342,104 +743,233 @@ def _result(event, action, ok=True, **extra):
     return ret
 
 
-def _on_master(event, cfg):
+def _on_master(event, cfg, late):
     with _state(cfg) as state:
         previous = state["owners"].get(event["instance"])
-        # Events of different nodes can arrive out of order (a master outage, a cut management
-        # link): the transition's own time (the node's clock) decides who is the newer owner.
-        if previous and event["time"] is not None and previous.get("event_time") is not None and event["time"] < previous["event_time"]:
+        # Events of different nodes can be handled out of order (concurrent workers): the master's
+        # receive time decides who is the newer owner, never a node's clock.
+        if previous and previous.get("recv") is not None and event["recv"] < previous["recv"]:
             return _result(event, "stale", owner=previous["node"])
-        state["owners"][event["instance"]] = {"node": event["node"], "time": time.time(), "event_time": event["time"], "seq": event["seq"]}
+        state["owners"][event["instance"]] = {"node": event["node"], "recv": event["recv"], "seq": event["seq"], "boot": event["boot"], "time": time.time()}
     old = previous["node"] if previous else None
     new = event["node"]
+    if late:
+        return _result(event, "late", old_owner=old, new_owner=new, late=late)
     if old and old != new:
         severity, message = "warning", f"{event['instance']}: MASTER moved from {old} to {new}"
     elif old == new:
         severity, message = "info", f"{event['instance']}: {new} is MASTER again"
     else:
         severity, message = "info", f"{event['instance']}: {new} is MASTER (no previous owner known)"
-    alert(severity, message, instance=event["instance"], old_owner=old, new_owner=new, vips=event["vips"], node=new)
+    _alert(cfg, severity, message, instance=event["instance"], old_owner=old, new_owner=new, vips=event["vips"], node=new)
     return _result(event, "owner-changed" if old != new else "owner-confirmed", old_owner=old, new_owner=new, severity=severity)
 
 
-def _keep_out(event, cfg, reason):
-    """Critical alert and maintenance on the node (so it cannot become MASTER again)."""
+def _keep_out(event, cfg, reason, why):
+    """
+    Critical alert, and maintenance on the node (so it cannot become MASTER again). The node is
+    marked in maintenance here only when that call succeeded. Returns ``(ok, return)``.
+    """
     node = event["node"]
     ok, ret = _call(node, cfg["actions"]["maintenance"], cfg["timeout"])
-    alert(
-        "critical",
-        f"{event['instance']}: {reason}; {node} put in maintenance"
-        + ("" if ok else f" (maintenance FAILED: {str(ret)[:200]})")
-        + f"; fix nginx, then `salt {node} nginx_ha.maintenance off` and `salt-run nginx_ha_reactor.reset {node}`",
-        instance=event["instance"],
-        node=node,
-        maintenance=ok,
-    )
+    if ok:
+        with _state(cfg) as state:
+            state["maintenance"][node] = {"time": time.time(), "reason": why, "instance": event["instance"]}
+        message = (
+            f"{event['instance']}: {reason}; {node} put in maintenance; fix nginx, then "
+            f"`salt {node} nginx_ha.maintenance off` and `salt-run nginx_ha_reactor.reset {node}`"
+        )
+    else:
+        message = (
+            f"{event['instance']}: {reason}; putting {node} in maintenance FAILED "
+            f"({cfg['actions']['maintenance']['fun']}: {str(ret)[:200]}): {node} is NOT kept out of MASTER "
+            f"and its next FAULT is handled again; fix it by hand"
+        )
+    _alert(cfg, "critical", message, instance=event["instance"], node=node, maintenance=ok)
     return ok, ret
 
 
-def _on_fault(event, cfg):
-    node = event["node"]
-    limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
-    with _state(cfg) as state:
-        in_maintenance = node in state["maintenance"]
-    if not in_maintenance and cfg["check_before_restart"]:
-        # A FAULT can arrive late (the master was down) or be keepalived's own start-up: heal
-        # only what is still broken, never restart an nginx that serves.
-        health_ok, health_ret = _call(node, cfg["actions"]["health"], cfg["timeout"])
-        if _healthy(health_ok, health_ret):
-            return _result(event, "already-healthy", restarts_in_window=None)
-    with _state(cfg) as state:
-        now = time.time()  # under the lock: concurrent workers see times in the order they decide
-        history = [t for t in state["restarts"].get(node, []) if now - t < window]
-        if node in state["maintenance"]:
-            decision = "in-maintenance"
-        elif history and now - history[-1] < float(cfg["restart_coalesce"]):
-            decision = "coalesced"
-        elif len(history) >= limit:
-            decision = "budget-exhausted"
-            state["maintenance"][node] = {"time": now, "reason": f"{len(history)} restarts in {window:g}s", "instance": event["instance"]}
-        else:
-            decision = "restart"
-            history.append(now)
-        state["restarts"][node] = history
-    used = len(history)
-    if decision in ("in-maintenance", "coalesced"):
-        return _result(event, decision, restarts_in_window=used)
-    if decision == "budget-exhausted":
-        ok, _ = _keep_out(event, cfg, f"FAULT on {node} and its restart budget is spent ({used} restarts in {window:g}s)")
-        return _result(event, "maintenance", ok=ok, reason="budget-exhausted", restarts_in_window=used)
+def _kept_out(event, cfg, reason, why, **extra):
+    ok, _ = _keep_out(event, cfg, reason, why)
+    return _result(event, "maintenance" if ok else "maintenance-failed", ok=ok, reason=why, maintenance=ok, **extra)
 
-    restarted, restart_ret = _call(node, cfg["actions"]["restart"], cfg["timeout"])
-    time.sleep(float(cfg["health_delay"]))
-    health_ok, health_ret = _call(node, cfg["actions"]["health"], cfg["timeout"])
-    if _healthy(health_ok, health_ret):
-        alert(
-            "warning",
-            f"{event['instance']}: FAULT on {node}; nginx restarted and healthy again ({used}/{limit} restarts in {window:g}s)",
-            instance=event["instance"],
-            node=node,
-            restarts_in_window=used,
-        )
-        return _result(event, "restarted", restarted=restarted, healthy=True, restarts_in_window=used)
-    with _state(cfg) as state:
-        state["maintenance"][node] = {"time": time.time(), "reason": "unhealthy after restart", "instance": event["instance"]}
+
+def _restart_detail(restarted, restart_ret, health_ret, fun):
     detail = ""
     if isinstance(health_ret, dict):
-        nginx_check = ((health_ret.get("config") or {}).get("nginx") or {})
+        nginx_check = (health_ret.get("config") or {}).get("nginx") or {}
         if nginx_check.get("valid") is False:
             detail = f" (nginx -t: {str(nginx_check.get('output', ''))[:300]})"
         elif not (health_ret.get("nginx") or {}).get("answers", True):
             detail = f" (health endpoint: {str((health_ret.get('nginx') or {}).get('detail', ''))[:200]})"
-    what = "did not bring health back" if restarted else f"failed ({cfg['actions']['restart']['fun']} returned {str(restart_ret)[:200]})"
-    reason = f"FAULT on {node}; nginx restart {what}{detail}"
-    ok, _ = _keep_out(event, cfg, reason)
-    return _result(event, "maintenance", ok=ok, reason="unhealthy-after-restart", restarted=restarted, healthy=False, restarts_in_window=used)
+    elif health_ret is not None and not isinstance(health_ret, bool):
+        detail = f" (health check: {str(health_ret)[:200]})"
+    what = "did not bring health back" if restarted else f"failed ({fun} returned {str(restart_ret)[:200]})"
+    return what + detail
 
 
-def _on_stop(event, cfg):
-    alert("warning", f"{event['instance']}: keepalived stopped on {event['node']}", instance=event["instance"], node=event["node"])
+def _heal(event, cfg, check):
+    """One round for a FAULT of a node this worker holds: health check, restart or keep-out."""
+    node = event["node"]
+    limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
+    actions = cfg["actions"]
+    if check:
+        # A FAULT can arrive late or be keepalived's own start-up: heal only what is still broken.
+        health_ok, health_ret = _call(node, actions["health"], cfg["timeout"])
+        if _healthy(health_ok, health_ret):
+            return _result(event, "already-healthy", restarts_in_window=None)
+    with _state(cfg) as state:
+        now = time.time()
+        history = [t for t in state["restarts"].get(node, []) if now - t < window]
+        state["restarts"][node] = history
+    used = len(history)
+    if used >= limit:
+        reason = f"FAULT on {node} and its restart budget is spent ({used} restarts in {window:g}s)"
+        return _kept_out(event, cfg, reason, "budget-exhausted", restarts_in_window=used)
+
+    started = time.time()
+    restarted, restart_ret = _call(node, actions["restart"], cfg["timeout"])
+    with _state(cfg) as state:
+        # Every attempt counts against the budget, recorded once the call returned.
+        history = [t for t in state["restarts"].get(node, []) if started - t < window] + [started]
+        state["restarts"][node] = history
+    used = len(history)
+    escalated = isinstance(restart_ret, dict) and restart_ret.get("escalated") is True
+    time.sleep(float(cfg["health_delay"]))
+    health_ok, health_ret = _call(node, actions["health"], cfg["timeout"])
+    if _healthy(health_ok, health_ret):  # the health check is the judge, also after a restart call that timed out
+        how = " (a graceful restart did not finish: the nginx process tree was killed and nginx started again)" if escalated else ""
+        _alert(
+            cfg,
+            "warning",
+            f"{event['instance']}: FAULT on {node}; nginx restarted{how} and healthy again ({used}/{limit} restarts in {window:g}s)",
+            instance=event["instance"],
+            node=node,
+            restarts_in_window=used,
+            escalated=escalated,
+        )
+        return _result(event, "restarted", restarted=restarted, escalated=escalated, healthy=True, restarts_in_window=used)
+    reason = f"FAULT on {node}; nginx restart {_restart_detail(restarted, restart_ret, health_ret, actions['restart']['fun'])}"
+    return _kept_out(
+        event,
+        cfg,
+        reason,
+        "unhealthy-after-restart" if restarted else "restart-failed",
+        restarted=restarted,
+        escalated=escalated,
+        healthy=False,
+        restarts_in_window=used,
+    )
+
+
+def _take(cfg, event):
+    """
+    Take the node for this worker (its in-progress mark). Returns ``(token, None)``, or
+    ``(None, result)`` when the FAULT needs no worker: node in maintenance, superseded by a newer
+    event, or another worker is healing the node (the FAULT is then added to that worker's
+    pending count, and that worker checks health again before it lets go).
+    """
+    node = event["node"]
+    with _state(cfg) as state:
+        now = time.time()
+        if node in state["maintenance"]:
+            return None, _result(event, "in-maintenance", since=state["maintenance"][node].get("time"))
+        if not _is_latest(state, event):
+            current = state["nodes"][node][event["instance"]]
+            return None, _result(event, "superseded", by_state=current.get("state"), by_seq=current.get("seq"))
+        mark = state["in_progress"].get(node)
+        if mark and now < mark["expires"]:
+            mark["pending"] = mark.get("pending", 0) + 1
+            return None, _result(event, "coalesced", in_progress_since=mark["since"])
+        token = uuid.uuid4().hex
+        state["in_progress"][node] = {"token": token, "since": now, "expires": now + _lease(cfg), "pending": 0}
+    return token, None
+
+
+def _let_go(cfg, node, token, again):
+    """
+    Release the node, unless ``again`` and FAULTs came in meanwhile: then keep it (renewed) and
+    return True, so the worker checks once more. False once released (or lost after expiry).
+    """
+    with _state(cfg) as state:
+        mark = state["in_progress"].get(node)
+        if not mark or mark["token"] != token:
+            return False
+        if again and mark.get("pending"):
+            mark["pending"] = 0
+            mark["expires"] = time.time() + _lease(cfg)
+            return True
+        del state["in_progress"][node]
+    return False
+
+
+def _on_fault(event, cfg, late):
+    token, answered = _take(cfg, event)
+    if token is None:
+        return answered
+    node = event["node"]
+    check = bool(cfg["check_before_restart"]) or bool(late)
+    rounds = []
+    try:
+        for _ in range(int(cfg["restart_limit"]) + 2):
+            rounds.append(_heal(event, cfg, check))
+            healthy_now = rounds[-1]["action"] in ("already-healthy", "restarted")
+            if not _let_go(cfg, node, token, again=healthy_now):
+                token = None
+                break
+            check = True  # FAULTs arrived while healing: a new failure gets a restart of its own
+    finally:
+        if token is not None:
+            _let_go(cfg, node, token, again=False)
+    # What was done: the last round, unless it only found nginx healthy again after a restart.
+    ret = ([r for r in rounds if r["action"] != "already-healthy"] or rounds)[-1]
+    if len(rounds) > 1:
+        ret["rounds"] = [r["action"] for r in rounds]
+    if late:
+        ret["late"] = late
+    return ret
+
+
+def _on_stop(event, cfg, late):
+    if late:
+        return _result(event, "late", late=late)
+    _alert(cfg, "warning", f"{event['instance']}: keepalived stopped on {event['node']}", instance=event["instance"], node=event["node"])
     return _result(event, "alerted")
+
+
+def _on_backup(event, cfg, late):  # pylint: disable=unused-argument
+    return _result(event, "late", late=late) if late else _result(event, "recorded")
+
+
+def _react(event, cfg):
+    now = time.time()
+    with _state(cfg) as state:
+        admitted, due = _admit(state, event, cfg, now)
+    _send(due)
+    if admitted["action"]:
+        if admitted["action"] == "replay":
+            log.warning("nginx_ha_reactor: replay rejected: %s", admitted["reason"])
+        return _result(event, admitted["action"], ok=admitted["action"] == "duplicate", reason=admitted["reason"])
+    handler = {"MASTER": _on_master, "FAULT": _on_fault, "STOP": _on_stop, "BACKUP": _on_backup}[event["state"]]
+    return handler(event, cfg, admitted["late"])
+
+
+def _failed(cfg, tag, data, exc, event=None):
+    """An error while handling an event: logged, and a critical alert (never a silent loss)."""
+    node = event["node"] if event else str((data or {}).get("id") if isinstance(data, dict) else None)[:128]
+    log.error("nginx_ha_reactor: error handling %s from %s", tag, node, exc_info=True)
+    message = (
+        f"the reactor could not handle {str(tag)[:160]} from {node}: {type(exc).__name__}: {str(exc)[:300]}; "
+        f"the event was NOT acted upon: check `salt {node} nginx_ha.health` and the master log"
+    )
+    try:
+        _alert(cfg, "critical", message, node=node, check="reactor")
+    except Exception:  # pylint: disable=broad-except
+        log.exception("nginx_ha_reactor: cannot alert about the error")
+    ret = {"result": False, "action": "error", "error": f"{type(exc).__name__}: {exc}"[:500], "tag": str(tag)[:200]}
+    if event:
+        ret.update(node=event["node"], instance=event["instance"], state=event["state"], seq=event["seq"])
+    return ret
 
 
 def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
@@ -447,7 +977,8 @@ def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
     React to one ``nginx_ha/vrrp/<instance>/<state>`` event (called by ``reactor/vrrp.sls`` with
     the event's ``tag`` and ``data``). Returns what was decided: ``{result, action, node,
     instance, state, ...}``; ``action`` is ``rejected`` (with ``reason``) for an event that is not
-    acted upon.
+    acted upon, ``duplicate`` or ``replay`` for a repeated or older event, ``late`` for a late
+    event that was only recorded, ``error`` (after a critical alert) when handling failed.
 
     CLI Example:
 
@@ -456,36 +987,52 @@ def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
         salt-run nginx_ha_reactor.vrrp_event tag=nginx_ha/vrrp/VI_web/master data='{...}'
     """
     cfg = _config()
+    event = None
     try:
         event = parse_event(tag, data, require_signature=bool(cfg["require_signature"]))
         members = cluster_instances(_pillar_of(event["node"]), event["node"])
         if event["instance"] not in members:
             raise Rejected(f"{event['node']} is not a node of {event['instance']} in the nginx_ha pillar")
+        return _react(event, cfg)
     except Rejected as exc:
         log.warning("nginx_ha_reactor: ignoring %s: %s", tag, exc)
         return {"result": False, "action": "rejected", "reason": str(exc), "tag": str(tag)[:200]}
+    except Exception as exc:  # pylint: disable=broad-except
+        return _failed(cfg, tag, data, exc, event)
 
-    with _state(cfg) as state:
-        seen = state["seen"].setdefault(event["node"], [])
-        if event["seq"] is not None and event["seq"] in seen:
-            return _result(event, "duplicate")
-        if event["seq"] is not None:
-            seen.append(event["seq"])
-            del seen[:-_SEEN_KEEP]
-        state["nodes"].setdefault(event["node"], {})[event["instance"]] = {"state": event["state"], "time": event["time"], "seq": event["seq"]}
 
-    handler = {"MASTER": _on_master, "FAULT": _on_fault, "STOP": _on_stop}.get(event["state"])
-    if handler is None:
-        return _result(event, "recorded")
-    return handler(event, cfg)
+# ---------------------------------------------------------------------------------------------
+# Fleet check, state
+# ---------------------------------------------------------------------------------------------
+
+_WARNING_KINDS = ("NO-ANSWER", "NO-ROLE", "ERROR", "MAINTENANCE")
+
+
+def _fleet_view(tgt, tgt_type, timeout):
+    try:
+        return __salt__["nginx_ha.status"](tgt=tgt, tgt_type=tgt_type, timeout=timeout)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.error("nginx_ha_reactor: nginx_ha.status failed", exc_info=True)
+        problem = f"FLEET-CHECK-FAILED: nginx_ha.status raised {type(exc).__name__}: {str(exc)[:200]}"
+        return {"problems": [problem], "problem_info": {problem: {"kind": "FLEET-CHECK-FAILED", "severity": "critical"}}}
 
 
 def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5):
     """
-    Run ``nginx_ha.status`` (the fleet view) and alert: critical for SPLIT-BRAIN and NO-OWNER,
-    warning for nodes that do not answer; an unchanged problem is repeated at most every
-    ``fleet:realert`` seconds, and its end is announced (info). ``salt-run`` exits 1 while there
-    is a problem. Schedule it on the master::
+    Run ``nginx_ha.status`` (the fleet view) and alert on each of its problems:
+
+    * critical: SPLIT-BRAIN, NO-OWNER, NO-NODES (the target matched no minion: nothing is
+      watched), FLEET-CHECK-FAILED (the fleet view itself failed); FAULT and UNHEALTHY when the
+      node's instance is left without a healthy standby (fewer than two of its nodes are
+      answering, healthy, MASTER or BACKUP and not in maintenance);
+    * warning: FAULT and UNHEALTHY otherwise, MAINTENANCE, NO-ROLE (a minion with the pillar but
+      no role in any instance), ERROR (a minion answered with an error), NO-ANSWER (a minion did
+      not answer at all).
+
+    An unchanged problem is repeated at most every ``fleet:realert`` seconds, and its end is
+    announced (info). Also sends what is due from the reactor: summaries of late events, of
+    rate-limited alerts, and a critical alert for a node whose healing worker died. ``salt-run``
+    exits 1 while there is a problem. Schedule it on the master::
 
         schedule:
           nginx_ha_fleet_check:
@@ -497,14 +1044,17 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
     .. code-block:: bash
 
         salt-run nginx_ha_reactor.check_fleet
+        salt-run nginx_ha_reactor.check_fleet tgt='web-*' tgt_type=glob
     """
     cfg = _config()
-    view = __salt__["nginx_ha.status"](tgt=tgt, tgt_type=tgt_type, timeout=timeout)
+    view = _fleet_view(tgt, tgt_type, timeout)
     problems = list(view.get("problems") or [])
+    info = view.get("problem_info") or {}
     now = time.time()
     realert = float(cfg["fleet"].get("realert", 600))
     to_alert, resolved = [], []
     with _state(cfg) as state:
+        due = _housekeeping(state, cfg, now)
         known = state["fleet"]
         for problem in problems:
             entry = known.setdefault(problem, {"first": now, "alerted": None})
@@ -514,11 +1064,15 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
         for problem in [p for p in known if p not in problems]:
             resolved.append(problem)
             del known[problem]
+    _send(due)
     for problem in to_alert:
-        severity = "warning" if problem.startswith("NO-ANSWER") else "critical"
-        alert(severity, problem, check="fleet", problem=problem.split(":", 1)[0])
+        details = info.get(problem) or {}
+        kind = details.get("kind") or problem.split(":", 1)[0]
+        severity = details.get("severity") or ("warning" if kind in _WARNING_KINDS else "critical")
+        where = {k: details[k] for k in ("node", "instance") if details.get(k)}
+        _alert(cfg, severity, problem, check="fleet", problem=kind, **where)
     for problem in resolved:
-        alert("info", f"resolved: {problem}", check="fleet", problem=problem.split(":", 1)[0])
+        _alert(cfg, "info", f"resolved: {problem}", check="fleet", problem=problem.split(":", 1)[0])
     if problems:
         __context__["retcode"] = 1  # the job's success flag
     # salt-run takes its exit code from a "retcode" key of the return (Salt 3008).
@@ -528,7 +1082,8 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
 def show_state():
     """
     Show what the reactor remembers: restarts per node in the window, owners, nodes it put in
-    maintenance, last state per node and instance, open fleet problems.
+    maintenance, nodes being healed, boots and last sequence numbers, last state per node and
+    instance, late events not yet summarized, open fleet problems.
 
     CLI Example:
 
@@ -538,13 +1093,14 @@ def show_state():
     """
     cfg = _config()
     with _state(cfg) as state:
-        return {k: v for k, v in state.items() if k != "seen"}
+        return {k: v for k, v in state.items() if k not in ("seen", "clocks", "alerts")}
 
 
 def reset(node):
     """
-    Forget ``node``'s restart history and maintenance mark (after nginx is fixed and
-    ``nginx_ha.maintenance off`` was run there), so FAULTs are handled again.
+    Forget ``node``'s restart history, maintenance mark and in-progress mark (after nginx is
+    fixed and ``nginx_ha.maintenance off`` was run there), so FAULTs are handled again; its alerts
+    are no longer deduplicated against those sent before.
 
     CLI Example:
 
@@ -554,5 +1110,12 @@ def reset(node):
     """
     cfg = _config()
     with _state(cfg) as state:
-        had = {"restarts": state["restarts"].pop(node, []), "maintenance": state["maintenance"].pop(node, None)}
+        had = {
+            "restarts": state["restarts"].pop(node, []),
+            "maintenance": state["maintenance"].pop(node, None),
+            "in_progress": state["in_progress"].pop(node, None),
+        }
+        recent = state["alerts"].get("recent") or {}
+        for key in [k for k, sent in recent.items() if sent.get("subject") == node]:
+            del recent[key]
     return {"node": node, "forgotten": had}

@@ -3,23 +3,101 @@ States for nginx-ha that a plain ``file.managed`` cannot express safely.
 
 ``nginx_ha.validated_config``
     Manage a configuration file that a daemon's own checker must accept before it goes live
-    (``keepalived -t``, ``nginx -t``). The new file is put in place, the checker runs against the
-    real configuration tree (so relative ``include`` paths resolve as they will at reload), and
-    when the checker refuses it the previous file is restored at once, byte for byte: the state
-    fails with the checker's message and any ``watch``/``onchanges`` reload never fires, so the
-    running daemon keeps its old configuration.
+    (``keepalived -t``, ``nginx -t``). The live file is never an unvalidated candidate:
+
+    1. The candidate is written to a private temporary directory (mode 0700), never next to the
+       live file.
+    2. The checker runs in a private mount namespace (``unshare --mount --propagation private``,
+       util-linux; needs root, as the minion runs). Inside it, and only there, the candidate is
+       bind-mounted over the live path; when the live file does not exist yet, a tmpfs view of
+       its directory (every entry bind-mounted from the real one, plus the candidate) is mounted
+       over that directory. So the checker reads the real tree, every ``include`` (absolute or
+       relative, globs too) resolves as it will at reload, and sees the candidate where the live
+       file is; every other process, a daemon restart included, still sees the old file. When a
+       namespace cannot be made the state fails loudly and writes nothing: it never falls back to
+       validating in place.
+    3. The checker has a timeout (``timeout``, default 30 s); on expiry its whole process group
+       is killed and the candidate counts as refused.
+    4. Only after the checker said yes is the live file replaced, atomically (temporary file in
+       the same directory, fsync, rename), and only if it still holds what was read before the
+       check (else the state fails: something else changed it meanwhile).
+
+    A refusal fails the state with the checker's output, writes nothing, and any
+    ``watch``/``onchanges`` reload never fires. Killing the minion at any moment leaves the
+    live file either the old one or the new, validated one.
+
+    ``test=True`` runs the checker on the candidate as well (it has no side effect): a refusal
+    is reported as ``result: False`` with the checker's output, an accepted change as
+    ``result: None`` with the diff.
 
 Sync to minions with ``salt '*' saltutil.sync_all``.
 """
 
 import difflib
+import grp
 import os
+import pwd
+import shutil
+import signal
 import stat
+import subprocess
 import tempfile
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "nginx_ha"
+
+# util-linux unshare(1); looked up on PATH (plus the sbin directories) when the state runs.
+UNSHARE = "unshare"
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_TMP_PREFIX = ".nginx_ha."  # temporary file next to the live one (never matches *.conf)
+_WORK_PREFIX = "nginx_ha.validate."
+
+# Run by unshare(1) inside the private mount namespace. Every path comes in
+# as an argument, never as script text. "file": bind the candidate over the existing live file.
+# "tree": the live file does not exist yet; build, on a tmpfs, a view of its nearest existing
+# directory (every entry bind-mounted or, for symlinks, copied) with the candidate added at
+# the relative path, then mount that view over the directory. Then record that the namespace is
+# ready (so a failure to build it is not mistaken for a refusal) and exec the checker.
+_NS_SCRIPT = r"""
+set -e
+kind=$1 marker=$2
+shift 2
+case $kind in
+file)
+    mount --bind "$1" "$2"
+    shift 2
+    ;;
+tree)
+    dir=$1 stage=$2 rel=$3 cand=$4 attrs=$5
+    shift 5
+    mount -t tmpfs -o "$attrs" nginx_ha_validate "$stage"
+    for entry in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
+        if [ ! -e "$entry" ] && [ ! -L "$entry" ]; then continue; fi
+        base=${entry##*/}
+        if [ -L "$entry" ]; then
+            cp -P -- "$entry" "$stage/$base"
+        elif [ -d "$entry" ]; then
+            mkdir -- "$stage/$base"
+            mount --rbind "$entry" "$stage/$base"
+        else
+            : > "$stage/$base"
+            mount --bind "$entry" "$stage/$base"
+        fi
+    done
+    mkdir -p -- "$(dirname -- "$stage/$rel")"
+    : > "$stage/$rel"
+    mount --bind "$cand" "$stage/$rel"
+    mount --rbind "$stage" "$dir"
+    ;;
+*)
+    exit 125
+    ;;
+esac
+: > "$marker"
+exec "$@"
+"""
 
 
 def __virtual__():
@@ -36,29 +114,36 @@ def _read(path):
         return None
 
 
-def _atomic_write(path, data, mode):
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path, data, mode, uid, gid):
+    """Replace ``path`` by ``data`` with a temporary file in the same directory and a rename."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".nginx_ha.", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchown(fh.fileno(), uid, gid)
+            os.fchmod(fh.fileno(), mode)  # after chown: chown may clear set-id bits
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.chown(tmp, 0, 0)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _restore(path, previous, mode):
-    if previous is None:
-        if os.path.exists(path):
-            os.unlink(path)
-    else:
-        _atomic_write(path, previous, mode)
+    _fsync_dir(directory)
 
 
 def _render(source, contents, context, saltenv):
@@ -81,39 +166,217 @@ def _render(source, contents, context, saltenv):
     return text.encode()
 
 
-def _check(checker, path):
-    cmd = [str(part).replace("{path}", path) for part in checker]
-    res = __salt__["cmd.run_all"](cmd, python_shell=False, ignore_retcode=True, output_loglevel="debug")
-    output = "\n".join(s for s in (res.get("stdout", ""), res.get("stderr", "")) if s).strip()
-    return res["retcode"] == 0, output
-
-
-def _mode_of(path):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
-
-
-def validated_config(name, checker, source=None, contents=None, context=None, mode="0644", makedirs=False, saltenv=None):
+def _resolve_target(name):
     """
-    Manage configuration file ``name`` so that only content the daemon's checker accepts stays.
+    The file really read at ``name``: symlinks (the file's and its directories') are followed, so
+    a symlinked config is written through and stays a symlink. Raises on a loop or a non-file.
+    """
+    target = os.path.realpath(name)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return target, None
+    except OSError as exc:
+        raise CommandExecutionError(f"cannot resolve {name}: {exc}") from exc
+    if stat.S_ISLNK(st.st_mode):  # realpath stops at a loop
+        raise CommandExecutionError(f"{name} is a symlink loop ({target}); fix it by hand")
+    if not stat.S_ISREG(st.st_mode):
+        raise CommandExecutionError(f"{name} ({target}) exists and is not a regular file; not touching it")
+    return target, st
+
+
+def _uid(user):
+    if isinstance(user, int) or str(user).isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(str(user)).pw_uid
+    except KeyError as exc:
+        raise SaltInvocationError(f"user: {user!r} does not exist") from exc
+
+
+def _gid(group):
+    if isinstance(group, int) or str(group).isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(str(group)).gr_gid
+    except KeyError as exc:
+        raise SaltInvocationError(f"group: {group!r} does not exist") from exc
+
+
+def _mode(mode):
+    try:
+        value = int(str(mode), 8)
+    except ValueError as exc:
+        raise SaltInvocationError(f"mode: {mode!r} is not an octal file mode") from exc
+    if not 0 <= value <= 0o7777:
+        raise SaltInvocationError(f"mode: {mode!r} is not an octal file mode")
+    return value
+
+
+def _owner_name(uid, gid):
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group}"
+
+
+def _nearest_existing_dir(path):
+    directory = os.path.dirname(path)
+    while not os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return directory
+
+
+def _under(path, directory):
+    return os.path.commonpath([os.path.abspath(path), directory]) == directory
+
+
+def _sweep_stale(base, max_age=86400):
+    """Remove work directories a minion killed mid-check left behind (a day old: long dead)."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(_WORK_PREFIX)]
+    except OSError:
+        return
+    for entry in names:
+        path = os.path.join(base, entry)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and time.time() - st.st_mtime > max_age:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _work_dir(avoid):
+    """A private (0700) work directory that is not inside ``avoid`` (which the namespace covers)."""
+    for base in (tempfile.gettempdir(), "/run", "/dev/shm", "/var/tmp"):
+        if os.path.isdir(base) and not _under(base, avoid):
+            _sweep_stale(base)
+            return tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=base)
+    raise CommandExecutionError(f"no temporary directory outside {avoid} to validate in")
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _check(checker, name, target, data, mode, uid, gid, timeout):
+    """
+    Run ``checker`` (``{path}`` -> ``name``) in a private mount namespace where ``target`` holds
+    ``data``. Returns ``(status, output)``: ``ok``, ``refused``, ``timeout`` or ``unavailable``
+    (the namespace could not be made; the checker did not run). Nothing outside the namespace
+    changes except a private work directory, removed afterwards.
+    """
+    argv = [str(part).replace("{path}", name) for part in checker]
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    env["PATH"] = f"{env['PATH']}:{_SYSTEM_PATH}" if env.get("PATH") else _SYSTEM_PATH
+    unshare = shutil.which(UNSHARE, path=env["PATH"])
+    if unshare is None:
+        return "unavailable", f"{UNSHARE} (util-linux) was not found"
+    exists = os.path.lexists(target)
+    cover = os.path.dirname(target) if exists else _nearest_existing_dir(target)
+    if not exists and cover == "/":
+        return "unavailable", f"refusing to cover / to validate {target}: create its directory first"
+    work = _work_dir(cover)
+    try:
+        candidate = os.path.join(work, "candidate")
+        with open(candidate, "wb") as fh:
+            fh.write(data)
+            os.fchown(fh.fileno(), uid, gid)
+            os.fchmod(fh.fileno(), mode)
+        marker = os.path.join(work, "ready")
+        if exists:
+            ns_args = ["file", marker, candidate, target]
+        else:
+            stage = os.path.join(work, "stage")
+            os.mkdir(stage, 0o700)
+            st = os.stat(cover)
+            attrs = f"mode={stat.S_IMODE(st.st_mode):04o},uid={st.st_uid},gid={st.st_gid}"
+            ns_args = ["tree", marker, cover, stage, os.path.relpath(target, cover), candidate, attrs]
+        cmd = [unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _NS_SCRIPT, "nginx_ha_validate", *ns_args, *argv]
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd="/", start_new_session=True,
+            )
+        except OSError as exc:
+            return "unavailable", f"cannot run {unshare}: {exc}"
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            timed_out = True
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:  # a descendant in another group holds the pipes
+                proc.kill()
+                proc.wait()
+                out, err = b"", b""
+        output = "\n".join(s.decode(errors="replace").strip() for s in (out, err) if s.strip()).strip()
+        ready = os.path.exists(marker)
+        if timed_out:
+            return "timeout", output
+        if not ready:
+            return "unavailable", output or f"exit status {proc.returncode}"
+        return ("ok" if proc.returncode == 0 else "refused"), output
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def validated_config(
+    name,
+    checker,
+    source=None,
+    contents=None,
+    context=None,
+    mode=None,
+    user=None,
+    group=None,
+    makedirs=False,
+    timeout=30,
+    saltenv=None,
+):
+    """
+    Manage configuration file ``name`` so that only content the daemon's checker accepts goes
+    live. The live file is never replaced by, or temporarily holds, content the checker has not
+    accepted (see the module documentation for how).
 
     name
-        Absolute path of the configuration file.
+        Absolute path of the configuration file. A symlink is written through (the link stays,
+        its target gets the content); a symlink loop or a non-regular file fails the state.
     checker
-        The checker as a list of arguments; ``{path}`` is replaced by ``name``. It must exit 0
-        for a valid configuration, for example ``[/usr/sbin/nginx, -t, -q]`` or
-        ``[/usr/sbin/keepalived, -t, -f, '{path}']``. Never run through a shell.
+        The checker as a list of arguments, never run through a shell. It runs in a private mount
+        namespace where ``name`` holds the candidate; ``{path}`` in any argument is replaced by
+        ``name``. It must exit 0 for a valid configuration, for example
+        ``[/usr/sbin/nginx, -t, -q, -c, /etc/nginx/nginx.conf]`` or
+        ``[/usr/sbin/keepalived, -t, -f, '{path}']``. Needs root and util-linux ``unshare``/
+        ``mount``; without them the state fails and writes nothing.
     source
         A Jinja template on the master (``salt://...``), rendered with ``context``.
     contents
         Literal contents instead of ``source``.
-    mode
-        File mode (owner and group are always root).
+    mode, user, group
+        File mode (octal string), owner and group (names or numeric ids). Each one left unset
+        keeps what the existing file has; a new file is ``root:root`` ``0644``. Set ones are
+        enforced (a difference alone is a change, applied without running the checker).
     makedirs
-        Create the parent directory (mode 0755, root) when it is missing.
+        Create missing parent directories (mode 0755, owned by root), after the checker accepted
+        the candidate. Without it a missing directory fails the state.
+    timeout
+        Seconds the checker may run (default 30). On expiry its process group is killed and the
+        candidate counts as refused.
 
     .. code-block:: yaml
 
@@ -123,29 +386,37 @@ def validated_config(name, checker, source=None, contents=None, context=None, mo
             - source: salt://nginx_ha/files/keepalived.conf.jinja
             - context: {node: {...}}
             - checker: [/usr/sbin/keepalived, -t, -f, '{path}']
+            - user: root
+            - group: root
+            - mode: '0644'
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
-    if not os.path.isabs(name):
+    if not isinstance(name, str) or not os.path.isabs(name):
         ret["comment"] = f"name: {name!r} is not an absolute path"
         return ret
-    if not isinstance(checker, list) or not checker:
+    if not isinstance(checker, list) or not checker or not all(isinstance(p, (str, int, float)) for p in checker):
         ret["comment"] = f"checker: {checker!r} is not a non-empty list of arguments"
         return ret
     try:
-        want_mode = int(str(mode), 8)
+        seconds = float(timeout)
+        if not seconds > 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        ret["comment"] = f"timeout: {timeout!r} is not a positive number of seconds"
+        return ret
+    try:
+        target, st = _resolve_target(name)
+        want_mode = _mode(mode) if mode is not None else (stat.S_IMODE(st.st_mode) if st else 0o644)
+        want_uid = _uid(user) if user is not None else (st.st_uid if st else 0)
+        want_gid = _gid(group) if group is not None else (st.st_gid if st else 0)
         new = _render(source, contents, context, saltenv or __env__)
-    except (CommandExecutionError, SaltInvocationError, ValueError) as exc:
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
+    via = f" (through the symlink {name} -> {target})" if target != name else ""
 
-    old = _read(name)
-    current = _mode_of(name)
+    old = _read(target) if st is not None else None
     content_changes = old != new
-    mode_changes = current is not None and current != (want_mode, 0, 0)
-    if not content_changes and not mode_changes:
-        ret.update(result=True, comment=f"{name} is in the desired state")
-        return ret
-
     changes = {}
     if content_changes:
         if old is None:
@@ -158,39 +429,74 @@ def validated_config(name, checker, source=None, contents=None, context=None, mo
                 tofile=name,
             )
         )
-    if mode_changes:
-        changes["mode"] = f"{current[0]:04o} -> {want_mode:04o}, root:root"
-
-    if __opts__["test"]:
-        ret.update(result=None, changes=changes, comment=f"{name} would be updated and checked with {' '.join(map(str, checker))}")
+    if st is not None:
+        if stat.S_IMODE(st.st_mode) != want_mode:
+            changes["mode"] = f"{stat.S_IMODE(st.st_mode):04o} -> {want_mode:04o}"
+        if (st.st_uid, st.st_gid) != (want_uid, want_gid):
+            changes["owner"] = f"{_owner_name(st.st_uid, st.st_gid)} -> {_owner_name(want_uid, want_gid)}"
+    if not changes:
+        ret.update(result=True, comment=f"{name} is in the desired state")
         return ret
 
-    directory = os.path.dirname(name)
-    if not os.path.isdir(directory):
-        if not makedirs:
+    checker_text = " ".join(str(part).replace("{path}", name) for part in checker)
+    if content_changes:
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory) and not makedirs:
             ret["comment"] = f"directory {directory} does not exist (set makedirs: true)"
             return ret
-        os.makedirs(directory, mode=0o755)
-
-    try:
-        _atomic_write(name, new, want_mode)
-    except OSError as exc:
-        ret["comment"] = f"cannot write {name}: {exc}"
-        return ret
-    ok, output = _check(checker, name)
-    if not ok:
         try:
-            _restore(name, old, current[0] if current else want_mode)
-        except OSError as exc:
-            ret["comment"] = f"{name} was refused by its checker AND restoring the previous file failed: {exc}\n{output}"
+            status, output = _check(checker, name, target, new, want_mode, want_uid, want_gid, seconds)
+        except (OSError, CommandExecutionError) as exc:
+            status, output = "unavailable", f"cannot prepare the candidate: {exc}"
+        if status == "unavailable":
+            ret["comment"] = (
+                f"cannot validate {name} without touching the live file: a private mount namespace"
+                f" could not be made (needs root and util-linux unshare/mount); nothing was written:\n{output}"
+            )
             return ret
-        ret["comment"] = (
-            f"{name} was refused by {' '.join(map(str, checker))}; the previous file is back in place"
-            f" and the running service was not touched:\n{output}"
-        )
+        if status == "timeout":
+            ret["comment"] = (
+                f"{name} was refused: {checker_text} did not finish within {seconds:g} s (killed);"
+                f" the live file was not touched and the running service was not reloaded"
+                + (f":\n{output}" if output else "")
+            )
+            return ret
+        if status == "refused":
+            ret["comment"] = (
+                f"{name} was refused by {checker_text}; the live file was not touched"
+                f" and the running service was not reloaded:\n{output}"
+            )
+            return ret
+        if __opts__["test"]:
+            ret.update(result=None, changes=changes, comment=f"{name} would be updated{via}; {checker_text} accepts it")
+            return ret
+        # Compare and swap: write only over what the diff and the check were made against.
+        try:
+            now_st = os.lstat(target)
+        except FileNotFoundError:
+            now_st = None
+        if (now_st is None) != (st is None) or _read(target) != old:
+            ret["comment"] = f"{name} changed while it was being checked; nothing was written, run the state again"
+            return ret
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o755)
+            _atomic_write(target, new, want_mode, want_uid, want_gid)
+        except OSError as exc:
+            ret["comment"] = f"cannot write {name}: {exc}; the live file is unchanged"
+            return ret
+        ret.update(result=True, changes=changes, comment=f"{name} updated{via} and accepted by {os.path.basename(str(checker[0]))}")
         return ret
-    if _read(name) != new:
-        ret["comment"] = f"{name} changed while it was being checked; run the state again"
+
+    # Only mode/owner differ: the content the checker would see is the same.
+    if __opts__["test"]:
+        ret.update(result=None, changes=changes, comment=f"{name}: mode/owner would be updated{via}")
         return ret
-    ret.update(result=True, changes=changes, comment=f"{name} updated and accepted by {os.path.basename(str(checker[0]))}")
+    try:
+        os.chown(target, want_uid, want_gid)
+        os.chmod(target, want_mode)
+    except OSError as exc:
+        ret["comment"] = f"cannot set the mode/owner of {name}: {exc}"
+        return ret
+    ret.update(result=True, changes=changes, comment=f"{name}: mode/owner updated{via}")
     return ret

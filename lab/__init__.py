@@ -19,10 +19,11 @@ from .common import LabError, check_root_netns
 # How a state run restarts a lab host's salt-minion (it runs as `salt-minion -d`, not as an init
 # service): detached with setsid so the minion's shutdown does not take it along. For the
 # nginx_ha pillar key events:minion_restart_cmd.
-MINION_RESTART_CMD = (
-    "setsid sh -c 'sleep 1; pid=$(cat /run/salt-minion.pid); kill $pid; "
-    "while kill -0 $pid 2>/dev/null; do sleep 0.2; done; exec salt-minion -d' >/dev/null 2>&1 < /dev/null"
-)
+MINION_RESTART_CMD = [
+    "setsid", "sh", "-c",
+    "sleep 1; pid=$(cat /run/salt-minion.pid); kill $pid; "
+    "while kill -0 $pid 2>/dev/null; do sleep 0.2; done; exec salt-minion -d >/dev/null 2>&1 </dev/null",
+]
 
 __all__ = ["MINION_RESTART_CMD", "Lab", "Host", "LabError", "CommandError", "CommandTimeout", "check_root_netns"]
 

@@ -44,11 +44,14 @@ nginx_ha_events_engine_config:
     - name: {{ conf | json }}
 {%- endif %}
 
-{%- if events.get('restart_minion', True) %}
+{%- if events.restart_minion %}
+{#- minion_restart_cmd is a list of arguments (the schema splits a string like a shell would);
+    cmd.run hands its name to a shell, so every argument is shell-quoted here. #}
+{%- set restart_cmd = events.minion_restart_cmd or ['salt-call', '--local', 'service.restart', 'salt-minion'] %}
 
 nginx_ha_events_minion_restart:
   cmd.run:
-    - name: {{ (events.get('minion_restart_cmd') or 'salt-call --local service.restart salt-minion') | json }}
+    - name: {{ restart_cmd | map('quote') | join(' ') | json }}
     - bg: True
     - order: last
     - onchanges:

@@ -1,7 +1,8 @@
 {%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
 {%- set lookup = nginx_ha.lookup.keepalived %}
 {#- keepalived.conf goes live only if `keepalived -t` accepts it (interfaces included); otherwise
-    the previous file is restored and keepalived is not reloaded. #}
+    the live file is untouched and keepalived is not reloaded. keepalived is reloaded (service.sls)
+    only after the health path it tracks has switched (watcher.sls). #}
 
 nginx_ha_keepalived_config_validated:
   nginx_ha.validated_config:
@@ -10,7 +11,11 @@ nginx_ha_keepalived_config_validated:
     - context:
         node: {{ nginx_ha | json }}
     - checker: [{{ lookup.binary }}, -t, -f, '{path}']
+    - user: root
+    - group: root
+    - mode: '0644'
+    - timeout: 30
     - makedirs: True
     - require:
       - pkg: nginx_ha_packages_installed
-      - file: nginx_ha_check_script_managed
+      - file: nginx_ha_script_dir_present

@@ -1,13 +1,17 @@
 {%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
 {%- set lookup = nginx_ha.lookup.nginx %}
 {#- The nginx site on the VIP. The new config goes live only if `nginx -t` accepts the whole
-    configuration tree; otherwise the previous file is restored and nginx is not reloaded. #}
+    configuration tree; otherwise the live file is untouched and nginx is not reloaded.
+    The site is written twice in a run that changes the health endpoint: first serving the new
+    endpoint and the one the watcher probes now (health.json on the node), then, once the health
+    path has switched (watcher.sls), the new one alone. In a run that changes nothing else both
+    render the same file. #}
 
 {%- if nginx_ha.nginx.remove_default_site and lookup.default_site %}
 
 nginx_ha_nginx_default_site_disabled:
   file.absent:
-    - name: {{ lookup.default_site }}
+    - name: {{ lookup.default_site | json }}
     - require_in:
       - nginx_ha: nginx_ha_nginx_site_config_validated
 {%- endif %}
@@ -16,7 +20,7 @@ nginx_ha_nginx_default_site_disabled:
 
 nginx_ha_nginx_index_page_managed:
   file.managed:
-    - name: {{ nginx_ha.nginx.root }}/index.html
+    - name: {{ (nginx_ha.nginx.root ~ "/index.html") | json }}
     - source: salt://{{ tpldir }}/files/index.html.jinja
     - template: jinja
     - context:
@@ -27,12 +31,31 @@ nginx_ha_nginx_index_page_managed:
     - mode: '0644'
 {%- endif %}
 
-nginx_ha_nginx_site_config_validated:
+{%- for step, endpoints in (("validated", nginx_ha.health_endpoints.transitional), ("final", nginx_ha.health_endpoints.final)) %}
+
+nginx_ha_nginx_site_config_{{ step }}:
   nginx_ha.validated_config:
-    - name: {{ lookup.site_config }}
+    - name: {{ lookup.site_config | json }}
     - source: salt://{{ tpldir }}/files/nginx_site.conf.jinja
     - context:
         node: {{ nginx_ha | json }}
-    - checker: [{{ lookup.binary }}, -t, -q, -c, {{ lookup.config }}]
+        health_endpoints: {{ endpoints | json }}
+    - checker: {{ [lookup.binary, "-t", "-q", "-c", lookup.config] | json }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - timeout: 30
     - require:
       - pkg: nginx_ha_packages_installed
+{%- if step == "final" %}
+      - nginx_ha_health: nginx_ha_health_path_switched
+{%- endif %}
+{%- endfor %}
+
+{#- The second reload of a run that changed the health endpoint (the first is service.sls's). #}
+nginx_ha_nginx_reloaded_without_old_health_endpoint:
+  module.run:
+    - service.reload:
+      - name: {{ lookup.service | json }}
+    - onchanges:
+      - nginx_ha: nginx_ha_nginx_site_config_final

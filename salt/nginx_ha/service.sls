@@ -24,6 +24,8 @@ nginx_ha_keepalived_running:
       - nginx_ha: nginx_ha_keepalived_config_validated
     - require:
       - service: nginx_ha_nginx_running
+      {#- keepalived loads a config whose health path (track file, check) is in place #}
+      - nginx_ha_health: nginx_ha_health_path_switched
       - sysctl: nginx_ha_sysctl_ip_nonlocal_bind
 {%- if nginx_ha.local_vip %}
 {%- for iface in nginx_ha.vrrp_interfaces %}

@@ -1,14 +1,17 @@
 {%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
-{#- The fast health path (nginx_ha:check:watcher): health_watch.py probes nginx several times a
-    second and writes the keepalived track_file that moves the VIP. keepalived's check script
-    starts and supervises it, so nothing here runs it; an update of the watcher or of its
-    arguments (in the check script) makes the running one exit, and the check script starts the
-    new one within a check interval (the track file keeps its value meanwhile). #}
+{#- The health path: health_watch.py (keepalived's check, and the watcher it keeps running, which
+    writes the keepalived track_file that moves the VIP within a fraction of a second) and
+    health.json, the settings both read. Scripts take no pillar text: only this data file.
+
+    Order (the health path never points at something nginx or keepalived has not loaded):
+      1. nginx.sls: the site, serving the new health endpoint *and* the one probed now, validated;
+         service.sls reloads nginx.
+      2. keepalived.sls: keepalived.conf validated.
+      3. here: once nginx answers the new endpoint, health.json and the watcher switch to it.
+         A refused config fails its state and this one never runs: the health path is unchanged.
+      4. service.sls reloads keepalived; nginx.sls drops the old endpoint and reloads nginx. #}
 {%- set watcher = nginx_ha.check.watcher %}
 {%- set script_dir = nginx_ha.lookup.keepalived.script_dir %}
-{%- set lock = watcher.state_file ~ ".lock" %}
-
-{%- if watcher.enabled %}
 {%- if watcher.package %}
 
 nginx_ha_watcher_python_installed:
@@ -18,31 +21,16 @@ nginx_ha_watcher_python_installed:
     - refresh: {{ nginx_ha.pkg_refresh | json }}
 {%- endif %}
     - require_in:
-      - file: nginx_ha_watcher_managed
+      - nginx_ha_health: nginx_ha_health_path_switched
 {%- endif %}
 
-nginx_ha_watcher_managed:
-  file.managed:
-    - name: {{ script_dir }}/health_watch.py
-    - source: salt://{{ tpldir }}/files/health_watch.py
-    - user: root
-    - group: root
-    - mode: '0755'
+nginx_ha_health_path_switched:
+  nginx_ha_health.settings:
+    - name: {{ (script_dir ~ "/health.json") | json }}
+    - settings: {{ nginx_ha.health_settings | json }}
+    - watcher_source: salt://{{ tpldir }}/files/health_watch.py
+    - watcher_path: {{ (script_dir ~ "/health_watch.py") | json }}
     - require:
       - file: nginx_ha_script_dir_present
-    - require_in:
+      - service: nginx_ha_nginx_running
       - nginx_ha: nginx_ha_keepalived_config_validated
-
-nginx_ha_watcher_restarted:
-  cmd.run:
-    - name: 'if ! flock -n {{ lock }} true; then kill "$(cat {{ lock }})" || true; fi'
-    - onchanges:
-      - file: nginx_ha_watcher_managed
-      - file: nginx_ha_check_script_managed
-{%- else %}
-
-nginx_ha_watcher_stopped:
-  cmd.run:
-    - name: 'kill "$(cat {{ lock }})"'
-    - onlyif: '! flock -n {{ lock }} true'
-{%- endif %}

@@ -41,15 +41,26 @@ def example_pillar():
 
 
 def merged(pillar, os_family="Debian"):
-    """defaults.yaml <- osfamilymap[os_family] (as lookup) <- pillar, as nginx_ha.merged_config does."""
+    """schema defaults <- osfamilymap[os_family] (as lookup) <- pillar, as nginx_ha.merged_config does."""
     import salt.utils.dictupdate
 
-    config = copy.deepcopy(defaults()["nginx_ha"])
-    config["lookup"] = copy.deepcopy(osfamilymap()[os_family])
+    config = schema().defaults()
+    config["lookup"] = salt.utils.dictupdate.update(config["lookup"], copy.deepcopy(osfamilymap()[os_family]), merge_lists=False)
     return salt.utils.dictupdate.update(config, copy.deepcopy(pillar), merge_lists=False)
 
 
 _MODEL = None
+_SCHEMA = None
+
+
+def schema():
+    global _SCHEMA
+    if _SCHEMA is None:
+        model()
+        import nginx_ha_schema  # put on sys.path by the model, as Salt's loader does
+
+        _SCHEMA = nginx_ha_schema
+    return _SCHEMA
 
 
 def model():
@@ -71,3 +82,48 @@ _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(FILES)), undefined=
 
 def render(template, **context):
     return _ENV.get_template(template).render(**context)
+
+
+def health_endpoints(node, active=None):
+    """The health endpoints the site serves (``active``: the node's current health settings)."""
+    return model().health_endpoints(node, active)
+
+
+def site(node, active=None):
+    return render("nginx_site.conf.jinja", node=node, health_endpoints=health_endpoints(node, active))
+
+
+def health_json(node):
+    import json
+
+    return json.dumps(node["health_settings"], sort_keys=True, indent=1) + "\n"
+
+
+def rendered_files(node, active=None):
+    """Every file the formula writes for ``node`` under /etc/keepalived and /etc/nginx: {path: (text, mode) or None}."""
+    lookup = node["lookup"]
+    script_dir = lookup["keepalived"]["script_dir"]
+    files = {
+        lookup["keepalived"]["config"]: (render("keepalived.conf.jinja", node=node), 0o644),
+        script_dir + "/health_watch.py": ((FILES / "health_watch.py").read_text(), 0o755),
+        script_dir + "/health.json": (health_json(node), 0o644),
+        lookup["nginx"]["site_config"]: (site(node, active), 0o644),
+    }
+    if node["events"]["notify_script"]:
+        files[script_dir + "/notify_event.sh"] = (render("notify_event.sh.jinja", node=node), 0o755)
+    if node["nginx"]["remove_default_site"] and lookup["nginx"]["default_site"]:
+        files[lookup["nginx"]["default_site"]] = None
+    return files
+
+
+def load_module_file(path):
+    """Import a Python file (e.g. the formula's health_watch.py) under a unique name."""
+    spec = importlib.util.spec_from_file_location(f"nginx_ha_test_file_{pathlib.Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shell_quote(value):
+    """The notify script's quoting (its q() macro): one single-quoted shell word."""
+    return "'" + str(value).replace("'", "'\\''") + "'"

@@ -37,6 +37,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self):  # noqa: N802
+        self.server.paths.append(self.path)
         self.send_response(self.server.status)
         self.end_headers()
         self.wfile.write(b"ok\n")
@@ -49,6 +50,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.status = 200
+    srv.paths = []
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -132,13 +134,29 @@ def test_master_watch_notices_the_exit_at_once(tmp_path):
         proc.wait()
 
 
+def settings_file(tmp_path, port, **over):
+    import json
+
+    settings = {
+        "host": "127.0.0.1", "port": port, "request": "/health", "listen": f"127.0.0.1:{port}", "location": "/health",
+        "check_timeout": 1, "enabled": True, "interval": 0.05, "retry_interval": 0.01, "timeout": 0.2,
+        "fall": 2, "rise": 3, "state_file": str(tmp_path / "health"), "pidfile": None,
+    }
+    settings.update(over)
+    path = tmp_path / "health.json"
+    tmp = tmp_path / "health.json.tmp"
+    tmp.write_text(json.dumps(settings))
+    tmp.chmod(0o644)
+    os.replace(tmp, path)  # as the state writes it: atomically
+    return path
+
+
 def test_watcher_process_writes_the_track_file(server, tmp_path):
     state = tmp_path / "health"
     keeper = subprocess.Popen(["sleep", "30"])  # stands in for keepalived
     port = server.server_address[1]
-    cmd = [sys.executable, str(WATCHER), "--url", f"http://127.0.0.1:{port}/health", "--state-file", str(state),
-           "--interval", "0.05", "--retry-interval", "0.01", "--timeout", "0.2", "--fall", "2", "--rise", "3",
-           "--keepalived-pid", str(keeper.pid)]
+    settings = settings_file(tmp_path, port)
+    cmd = [sys.executable, str(WATCHER), "watch", str(settings), "--keepalived-pid", str(keeper.pid)]
     watcher = subprocess.Popen(cmd)
     try:
         assert wait_until(lambda: state.exists() and state.read_text().strip() == "0", 5), "never healthy"
@@ -161,3 +179,58 @@ def test_watcher_process_writes_the_track_file(server, tmp_path):
                 p.wait(5)
         for leftover in tmp_path.glob("health.tmp.*"):
             os.unlink(leftover)
+
+
+def test_the_watcher_follows_a_settings_change_without_flapping(server, tmp_path):
+    """A new endpoint (with an ordinary query string) is picked up live; the track file stays 0."""
+    state = tmp_path / "health"
+    keeper = subprocess.Popen(["sleep", "30"])
+    settings = settings_file(tmp_path, server.server_address[1])
+    watcher = subprocess.Popen([sys.executable, str(WATCHER), "watch", str(settings), "--keepalived-pid", str(keeper.pid)])
+    seen = []
+    try:
+        assert wait_until(lambda: state.exists() and state.read_text().strip() == "0", 5)
+        settings_file(tmp_path, server.server_address[1], request="/health?a=1&b=2", fall=5)
+        stop = time.monotonic() + 3
+        while time.monotonic() < stop and "/health?a=1&b=2" not in server.paths[-3:]:
+            seen.append(state.read_text().strip())
+            time.sleep(0.005)
+        assert "/health?a=1&b=2" in server.paths, server.paths[-5:]
+        assert set(seen) == {"0"} and watcher.poll() is None  # same process, never unhealthy
+    finally:
+        for p in (watcher, keeper):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(5)
+
+
+def test_check_mode_starts_the_watcher_and_answers_for_the_endpoint(server, tmp_path):
+    state = tmp_path / "health"
+    settings = settings_file(tmp_path, server.server_address[1], request="/health?x=1;y=$(id)>/tmp/owned")
+    keeper = subprocess.Popen([sys.executable, str(WATCHER), "check", str(settings)])  # parent: this test
+    try:
+        assert keeper.wait(10) == 0
+        assert server.paths[-1] == "/health?x=1;y=$(id)>/tmp/owned"  # sent as data, never through a shell
+        assert not os.path.exists("/tmp/owned")
+        assert wait_until(lambda: state.exists() and state.read_text().strip() == "0", 5), "the watcher did not start"
+        server.status = 503
+        assert subprocess.run([sys.executable, str(WATCHER), "check", str(settings)], timeout=10).returncode == 1
+    finally:
+        lock = tmp_path / "health.lock"
+        pid = int(lock.read_text().split()[0]) if lock.exists() and lock.read_text().strip() else None
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "[]", '{"host": "127.0.0.1"}', "mode"],
+)
+def test_check_fails_closed_on_damaged_or_insecure_settings(server, tmp_path, damage):
+    settings = settings_file(tmp_path, server.server_address[1], enabled=False)
+    if damage == "mode":
+        settings.chmod(0o666)  # anyone could point the check elsewhere: refused
+    else:
+        settings.write_text(damage)
+    res = subprocess.run([sys.executable, str(WATCHER), "check", str(settings)], timeout=10)
+    assert res.returncode == 1

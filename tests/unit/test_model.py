@@ -69,7 +69,7 @@ CASES = {
         lambda p: inst(p).update(options={"garp_master_delay": "1\n}\nvrrp_script x {"}),
         "nginx_ha:vrrp_instances:VI_web:options:garp_master_delay:",
     ),
-    "injection in VIP extras": (lambda p: inst(p).update(virtual_ipaddress=["203.0.113.100/24 dev eth0;"]), "virtual_ipaddress:0: 'eth0;' must be a single word"),
+    "injection in VIP extras": (lambda p: inst(p).update(virtual_ipaddress=["203.0.113.100/24 dev eth0;"]), "virtual_ipaddress:0: '203.0.113.100/24 dev eth0;' dev 'eth0;' is not an interface name"),
     "no instances": (lambda p: p.pop("vrrp_instances"), "nginx_ha:vrrp_instances: is required"),
     "check interval fraction": (lambda p: p.update(check={"interval": 0.5}), "nginx_ha:check:interval: 0.5 is not an integer within 1-4294"),
     "upstream unknown": (
@@ -78,9 +78,9 @@ CASES = {
     ),
     "upstream injection": (
         lambda p: p.update(nginx={"upstreams": {"app": {"servers": ["10.0.0.1:80; } server { listen 81"]}}}),
-        "nginx_ha:nginx:upstreams:app:servers:0: '10.0.0.1:80;' must be a single word",
+        "nginx_ha:nginx:upstreams:app:servers:0: '10.0.0.1:80; } server { listen 81' '10.0.0.1:80;' is not HOST:PORT",
     ),
-    "bad listen": (lambda p: p.update(nginx={"listen": [70000]}), "nginx_ha:nginx:listen:0: 70000 is not a port within 1-65535"),
+    "bad listen": (lambda p: p.update(nginx={"listen": [70000]}), "nginx_ha:nginx:listen:0: 70000 is not a port 1-65535 or ADDRESS:PORT"),
 }
 
 

@@ -77,15 +77,7 @@ PILLARS = {"single": SINGLE, "active-active": ACTIVE_ACTIVE, "unicast": UNICAST,
 
 
 def rendered_files(node):
-    lookup = node["lookup"]
-    files = {
-        lookup["keepalived"]["config"]: (formula.render("keepalived.conf.jinja", node=node), 0o644),
-        lookup["keepalived"]["script_dir"] + "/check_nginx.sh": (formula.render("check_nginx.sh.jinja", node=node), 0o755),
-        lookup["nginx"]["site_config"]: (formula.render("nginx_site.conf.jinja", node=node), 0o644),
-    }
-    if node["nginx"]["remove_default_site"]:
-        files[lookup["nginx"]["default_site"]] = None
-    return files
+    return formula.rendered_files(node)
 
 
 def interfaces_of(node):
@@ -116,11 +108,12 @@ def test_keepalived_check_refuses_unknown_interface():
 
 
 def test_keepalived_check_refuses_insecure_script():
-    """keepalived drops a check script others may write; our checker run surfaces it."""
-    node = formula.node_view(SINGLE, "web-a")
+    """keepalived drops a check program others may write; our checker run surfaces it."""
+    pillar = copy.deepcopy(SINGLE)
+    pillar["check"] = {"watcher": {"python": "/etc/keepalived/insecure-python"}}
+    node = formula.node_view(pillar, "web-a")
     files = rendered_files(node)
-    script = node["lookup"]["keepalived"]["script_dir"] + "/check_nginx.sh"
-    files[script] = (files[script][0], 0o777)
+    files["/etc/keepalived/insecure-python"] = ("#!/bin/sh\nexit 0\n", 0o777)
     res = sandbox.run_checked(files, ["keepalived", "-t", "-f", node["lookup"]["keepalived"]["config"]])
     assert res.returncode != 0
     assert "nginx_ha_check" in res.stdout + res.stderr
@@ -174,10 +167,12 @@ def test_nopreempt_starts_every_node_as_backup():
 
 def test_default_site_names_the_node_and_serves_health():
     node = formula.node_view(SINGLE, "web-a")
-    site = formula.render("nginx_site.conf.jinja", node=node)
+    site = formula.site(node)
     assert "listen 80 default_server;" in site
-    assert "location = /nginx_ha/health" in site and "listen 127.0.0.1:8081;" in site
+    assert 'location = "/nginx_ha/health"' in site and "listen 127.0.0.1:8081;" in site
     page = formula.render("index.html.jinja", node_id="web-a")
     assert "web-a" in page
-    script = formula.render("check_nginx.sh.jinja", node=node)
-    assert "http://127.0.0.1:8081/nginx_ha/health" in script and "--max-time 1" in script
+    settings = node["health_settings"]
+    assert (settings["host"], settings["port"], settings["request"], settings["check_timeout"]) == ("127.0.0.1", 8081, "/nginx_ha/health", 1)
+    conf = formula.render("keepalived.conf.jinja", node=node)
+    assert 'script "/usr/bin/python3 /etc/keepalived/nginx_ha/health_watch.py check /etc/keepalived/nginx_ha/health.json"' in conf

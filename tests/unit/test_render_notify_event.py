@@ -69,14 +69,7 @@ def test_odd_priority_is_dropped_not_passed_on(script):
 
 
 def _keepalived_files(node):
-    lookup = node["lookup"]
-    script_dir = lookup["keepalived"]["script_dir"]
-    files = {
-        lookup["keepalived"]["config"]: (formula.render("keepalived.conf.jinja", node=node), 0o644),
-        script_dir + "/check_nginx.sh": (formula.render("check_nginx.sh.jinja", node=node), 0o755),
-    }
-    files[script_dir + "/notify_event.sh"] = (formula.render("notify_event.sh.jinja", node=node), 0o755)
-    return files
+    return formula.rendered_files(node)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="keepalived -t in a private namespace needs root")

@@ -1,6 +1,7 @@
 """
 The fast health path in the rendered configuration: keepalived tracks the watcher's file, the
-check script keeps the watcher running, and nginx_ha:check:watcher is validated.
+check (the watcher program in check mode) keeps the watcher running, and nginx_ha:check:watcher
+is validated.
 """
 
 import copy
@@ -30,12 +31,12 @@ def test_defaults_render_the_track_file_and_start_the_watcher():
     assert "track_file {\n        nginx_ha_maintenance\n        nginx_ha_health\n    }" in block
     assert "version 3" in block and "advert_int 0.1" in block
     assert "vrrp_garp_lower_prio_repeat 5" in conf and "vrrp_higher_prio_send_advert" in conf
-    script = formula.render("check_nginx.sh.jinja", node=node)
-    assert "flock -n /run/nginx_ha_health.lock true" in script
-    assert "setsid /usr/bin/python3 /etc/keepalived/nginx_ha/health_watch.py" in script
-    assert "--pidfile /run/nginx.pid" in script and '--keepalived-pid "$PPID"' in script
-    assert "--timeout 0.25" in script and "--fall 2" in script and "--rise 5" in script
-    assert script.rstrip().endswith("http://127.0.0.1:8081/nginx_ha/health")  # the slow path is unchanged
+    # keepalived's check runs the watcher program in check mode: no script text from the pillar,
+    # the settings are data in health.json
+    assert 'script "/usr/bin/python3 /etc/keepalived/nginx_ha/health_watch.py check /etc/keepalived/nginx_ha/health.json"' in conf
+    settings = node["health_settings"]
+    assert settings["enabled"] is True and settings["pidfile"] == "/run/nginx.pid" and settings["state_file"] == "/run/nginx_ha_health"
+    assert (settings["timeout"], settings["fall"], settings["rise"], settings["interval"]) == (0.25, 2, 5, 0.1)
 
 
 def test_weight_applies_to_the_health_file_too():
@@ -49,18 +50,14 @@ def test_disabled_watcher_renders_neither():
     node = formula.node_view(with_watcher(enabled=False), "web-a")
     conf = formula.render("keepalived.conf.jinja", node=node)
     assert "nginx_ha_health" not in conf
-    assert "health_watch" not in formula.render("check_nginx.sh.jinja", node=node)
+    assert node["health_settings"]["enabled"] is False  # check mode starts no watcher
 
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_keepalived_accepts_it(enabled):
     node = formula.node_view(with_watcher(enabled=enabled), "web-a")
     lookup = node["lookup"]
-    files = {
-        lookup["keepalived"]["config"]: (formula.render("keepalived.conf.jinja", node=node), 0o644),
-        lookup["keepalived"]["script_dir"] + "/check_nginx.sh": (formula.render("check_nginx.sh.jinja", node=node), 0o755),
-    }
-    res = sandbox.run_checked(files, ["keepalived", "-t", "-f", lookup["keepalived"]["config"]], ["eth0"])
+    res = sandbox.run_checked(formula.rendered_files(node), ["keepalived", "-t", "-f", lookup["keepalived"]["config"]], ["eth0"])
     assert res.returncode == 0, res.stdout + res.stderr
 
 

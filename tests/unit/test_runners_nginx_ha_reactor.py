@@ -5,6 +5,7 @@ is a real HTTP server on 127.0.0.1.
 """
 
 import contextvars
+import datetime
 import multiprocessing
 import threading
 import time
@@ -65,22 +66,39 @@ class World:
         self.fired = []
         self.health = True  # after a restart
         self.health_before = False  # when the FAULT arrives
+        self.script = []  # health answers to give first, in order (overrides the two above)
         self.restarted = False
         self.restart_ok = True
+        self.escalated = False
+        self.maintenance_ok = True
         self.answers = True
+        self.on_restart = None  # called while the restart runs (e.g. another FAULT arrives)
 
     def call(self, node, action, timeout):
         self.calls.append((node, action["fun"], list(action.get("arg") or []), dict(action.get("kwarg") or {})))
         if not self.answers:
-            return False, None
+            return False, f"no answer from {node} within {timeout}s"
         if action["fun"] == "nginx_ha.health":
             # before a restart: as the FAULT found it; after one: as the restart left it
             healthy, self.restarted = (self.health if self.restarted else self.health_before), False
-            return True, {"healthy": healthy}
-        if action["fun"] == "service.restart":
+            if self.script:
+                healthy = self.script.pop(0)
+            return True, {"healthy": healthy, "maintenance": False}
+        if action["fun"] in ("nginx_ha.restart_nginx", "service.restart"):
+            if self.on_restart:
+                self.on_restart()
             self.restarted = self.restart_ok
-            return self.restart_ok, self.restart_ok
+            if not self.restart_ok:
+                return False, "ERROR: nginx_ha: nginx does not answer after the restart and the kill"
+            return True, {"healthy": True, "escalated": self.escalated, "killed": [], "detail": "restart: ok"}
+        if action["fun"] == "nginx_ha.maintenance":
+            if not self.maintenance_ok:
+                return False, "ERROR: nginx_ha: refusing maintenance: no healthy peer for VI_web"
+            return True, {"maintenance": True}
         return True, True
+
+    def restarts(self):
+        return [c for c in self.calls if c[1] == "nginx_ha.restart_nginx"]
 
     def fire(self, tag, data):
         self.fired.append((tag, data))
@@ -135,32 +153,44 @@ def accepted_keys(monkeypatch, keys):
     monkeypatch.setattr(runner, "_minion_public_key", lambda minion: keys[minion][1] if minion in keys else None)
 
 
+def stamp(epoch):
+    """The master's ``_stamp`` for an event received at ``epoch``."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat()
+
+
 class Node:
     """A minion's engine: numbered, signed events, as they arrive in the reactor's data."""
 
-    def __init__(self, minion_id, keys, clock=None):
+    def __init__(self, minion_id, keys, clock=None, boot=None):
         self.id = minion_id
         self.tracker = engine.Tracker(clock=clock or time.time)
         self.signer = engine.Signer(keys[minion_id][0], minion_id)
+        self.boot = boot
 
-    def event(self, state, instance="VI_web", sender=None, payload_extra=None, sign=True):
+    def event(self, state, instance="VI_web", sender=None, payload_extra=None, sign=True, received=None):
         tag, data = self.tracker.event({"instance": instance, "state": state, "priority": 100})
         data["vips"] = [VIP]
+        if self.boot is not None:
+            data["boot"] = self.boot
         data.update(payload_extra or {})
         if sign:
             data["sig"] = self.signer(tag, data)
-        # What the master fires for a _minion_event request: id is the authenticated sender.
-        return tag, {"id": sender or self.id, "cmd": "_minion_event", "tag": tag, "data": data}
+        # What the master fires for a _minion_event request: id is the authenticated sender, and
+        # the master's bus stamps it (received: that stamp; else none, the runner uses its clock).
+        event = {"id": sender or self.id, "cmd": "_minion_event", "tag": tag, "data": data}
+        if received is not None:
+            event["_stamp"] = stamp(received)
+        return tag, event
 
 
 @pytest.fixture
-def web_a(keys):
-    return Node("web-a", keys)
+def web_a(keys, clock):
+    return Node("web-a", keys, clock=clock.time)
 
 
 @pytest.fixture
-def web_b(keys):
-    return Node("web-b", keys)
+def web_b(keys, clock):
+    return Node("web-b", keys, clock=clock.time)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +201,7 @@ def web_b(keys):
 def test_fault_restarts_nginx_on_the_sender_only(world, clock, web_a):
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "restarted" and ret["node"] == "web-a" and ret["healthy"] is True
-    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "service.restart", ["nginx"], {}), ("web-a", "nginx_ha.health", [], {})]
+    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "nginx_ha.restart_nginx", [], {}), ("web-a", "nginx_ha.health", [], {})]
     assert [a["severity"] for a in world.alerts()] == ["warning"]
 
 
@@ -242,7 +272,7 @@ def test_repeated_delivery_is_acted_on_once(world, clock, web_a):
     tag, data = web_a.event("FAULT")
     assert runner.vrrp_event(tag, data)["action"] == "restarted"
     assert runner.vrrp_event(tag, data)["action"] == "duplicate"
-    assert len([c for c in world.calls if c[1] == "service.restart"]) == 1
+    assert len(world.restarts()) == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +281,7 @@ def test_repeated_delivery_is_acted_on_once(world, clock, web_a):
 
 
 def test_restart_budget_per_node_and_window(world, clock, web_a, web_b, settings):
-    settings.update(restart_limit=3, restart_window=300, restart_coalesce=10)
+    settings.update(restart_limit=3, restart_window=300)
     actions = []
     for _ in range(3):
         actions.append(runner.vrrp_event(*web_a.event("FAULT"))["action"])
@@ -276,7 +306,7 @@ def test_restart_budget_per_node_and_window(world, clock, web_a, web_b, settings
 
 
 def test_window_slides(world, clock, web_a, settings):
-    settings.update(restart_limit=2, restart_window=100, restart_coalesce=0)
+    settings.update(restart_limit=2, restart_window=100)
     got = []
     # restarts at t=0 and t=50 (each followed by the 3 s health delay); at t=101 the first one has
     # left the window, at t=114 two are inside it again
@@ -286,31 +316,32 @@ def test_window_slides(world, clock, web_a, settings):
     assert got == ["restarted", "restarted", "restarted", "maintenance"]
 
 
-def test_close_faults_share_one_restart(world, clock, web_a, settings):
-    settings.update(restart_coalesce=10)
-    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
-    clock.now += 2
-    assert runner.vrrp_event(*web_a.event("FAULT", instance="VI_web"))["action"] == "coalesced"
-    assert len([c for c in world.calls if c[1] == "service.restart"]) == 1
-
-
 def test_unhealthy_after_restart_goes_to_maintenance(world, clock, web_a):
     world.health = False
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance" and ret["reason"] == "unhealthy-after-restart"
-    assert [c[1] for c in world.calls] == ["nginx_ha.health", "service.restart", "nginx_ha.health", "nginx_ha.maintenance"]
+    assert [c[1] for c in world.calls] == ["nginx_ha.health", "nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
     assert [a["severity"] for a in world.alerts()] == ["critical"]
     assert "web-a" in runner.show_state()["maintenance"]
 
 
 def test_silent_node_counts_as_unhealthy(world, clock, web_a):
+    """Nothing answers, not even the maintenance call: a critical alert says so, no mark."""
     world.answers = False
-    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "maintenance"
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "maintenance-failed" and ret["result"] is False
+    (critical,) = world.alerts("critical")
+    assert "putting web-a in maintenance FAILED" in critical["message"] and "no answer from web-a" in critical["message"]
+    assert "web-a" not in runner.show_state()["maintenance"]
 
 
 def test_budget_is_safe_under_concurrent_workers(world, keys, settings):
-    """Reactor workers are threads: 12 FAULTs at once still restart at most restart_limit times."""
-    settings.update(restart_limit=3, restart_coalesce=0, health_delay=0)
+    """
+    Reactor workers are threads: 12 FAULTs at once (nginx keeps dying: every check before a restart
+    says unhealthy) restart at most restart_limit times, one worker at a time, and end with the
+    node kept out; every FAULT is answered.
+    """
+    settings.update(restart_limit=3, health_delay=0)
     node = Node("web-a", keys)
     events = [node.event("FAULT") for _ in range(12)]
     results = []
@@ -324,8 +355,13 @@ def test_budget_is_safe_under_concurrent_workers(world, keys, settings):
         t.start()
     for t in threads:
         t.join(30)
-    assert results.count("restarted") == 3
-    assert results.count("restarted") + results.count("maintenance") + results.count("in-maintenance") == 12
+    # superseded: a newer FAULT of the same node and instance was recorded, and is handled itself
+    assert len(results) == 12 and set(results) <= {"restarted", "coalesced", "superseded", "maintenance", "in-maintenance"}, results
+    assert 1 <= len(world.restarts()) <= 3
+    state = runner.show_state()
+    assert state["in_progress"] == {}  # every worker let go of the node
+    # whoever handled the FAULTs last saw nginx healthy (it was restarted) or kept the node out
+    assert "maintenance" in results or "restarted" in results
 
 
 def _increment(state_file, times):
@@ -405,7 +441,8 @@ def test_fleet_split_brain_and_no_owner_alert_critical_once_then_resolve(world, 
     assert len(runner.check_fleet()["alerted"]) == 1  # repeated after realert
     fleet["now"] = status_runner.summarize({"web-a": _inst("FAULT", False, ["web-b"]), "web-b": _inst("BACKUP", False, ["web-a"], 99)}, healthy, ["web-a", "web-b"])
     ret = runner.check_fleet()
-    assert ret["alerted"] == [f"NO-OWNER: {VIP} (VI_web) is held by no node"] and ret["resolved"] == [f"SPLIT-BRAIN: {VIP} (VI_web) is held by web-a, web-b"]
+    assert ret["alerted"] == [f"NO-OWNER: {VIP} (VI_web) is held by no node", "FAULT: web-a is in FAULT state for VI_web"]
+    assert ret["resolved"] == [f"SPLIT-BRAIN: {VIP} (VI_web) is held by web-a, web-b"]
     fleet["now"] = status_runner.summarize({"web-a": _inst("MASTER", True, ["web-b"]), "web-b": _inst("BACKUP", False, ["web-a"], 99)}, healthy, ["web-a", "web-b"])
     ret = runner.check_fleet()
     assert ret["ok"] and ret["resolved"] and world.alerts()[-1]["severity"] == "info"
@@ -473,15 +510,492 @@ def test_failed_restart_alert_says_what_failed(world, clock, web_a):
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance"
     text = world.alerts("critical")[-1]["message"]
-    assert "service.restart returned False" in text and "restart failed: False" not in text
+    assert "nginx_ha.restart_nginx returned ERROR: nginx_ha: nginx does not answer" in text and "restart failed: False" not in text
 
 
-def test_an_older_master_event_arriving_late_does_not_move_the_owner(world, clock, keys):
-    """web-b's MASTER happened before web-a's but arrives after it (master outage, cut link)."""
-    web_a = Node("web-a", keys, clock=lambda: 2000.0)
-    web_b = Node("web-b", keys, clock=lambda: 1000.0)
-    assert runner.vrrp_event(*web_a.event("MASTER"))["action"] == "owner-changed"
-    ret = runner.vrrp_event(*web_b.event("MASTER"))
+def test_a_master_event_received_earlier_but_handled_later_does_not_move_the_owner(world, clock, web_a, web_b):
+    """Concurrent workers: web-b's MASTER was received (master's _stamp) before web-a's, handled after."""
+    assert runner.vrrp_event(*web_a.event("MASTER", received=clock.now - 1))["action"] == "owner-changed"
+    ret = runner.vrrp_event(*web_b.event("MASTER", received=clock.now - 2))
     assert ret["action"] == "stale" and ret["owner"] == "web-a"
     assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
     assert not any("moved" in a["message"] for a in world.alerts())
+
+
+# --------------------------------------------------------------------------------------------
+# A FAULT never ends in silence (issue 9: a second failure inside the old coalesce window)
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_restart_action_is_the_escalating_restart(configure_loader_modules):
+    cfg = runner._config()
+    assert cfg["actions"]["restart"]["fun"] == "nginx_ha.restart_nginx" and cfg["actions"]["restart"]["timeout"] >= 60
+    assert "restart_coalesce" not in cfg
+    assert runner._lease(cfg) == 30 + 90 + 30 + 30 + 3 + 60  # health, restart, health, maintenance, delay, margin
+
+
+def test_a_second_failure_right_after_a_verified_restart_is_restarted_again(world, clock, web_a):
+    """nginx dies again 2 s after the reactor healed it: health says unhealthy, so restart (never 'coalesced')."""
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
+    clock.now += 2
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and ret["restarts_in_window"] == 2
+    assert len(world.restarts()) == 2
+    assert [a["severity"] for a in world.alerts()] == ["warning", "warning"]
+
+
+def test_a_second_failure_with_the_budget_spent_is_a_critical_alert(world, clock, web_a, settings):
+    settings.update(restart_limit=1)
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
+    clock.now += 2
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "maintenance" and ret["reason"] == "budget-exhausted"
+    assert [a["severity"] for a in world.alerts()] == ["warning", "critical"]
+
+
+def test_an_escalated_restart_says_so(world, clock, web_a):
+    world.escalated = True
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and ret["escalated"] is True
+    assert "the nginx process tree was killed" in world.alerts("warning")[0]["message"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_fault_of_an_unhealthy_node_ends_in_a_restart_or_a_critical_alert(world, clock, web_a, settings, seed):
+    """Random FAULT sequences, health, gaps, restart and maintenance failures: never a silent answer."""
+    import random
+
+    rng = random.Random(seed)
+    settings.update(restart_limit=rng.choice([1, 2, 3]), restart_window=rng.choice([60, 300]), alerts={"dedupe": 0})
+    kept_out = False  # a maintenance call succeeded since the last reset
+    for _ in range(25):
+        clock.now += rng.choice([0.5, 2, 5, 30, 120])
+        world.health_before, world.health = rng.random() < 0.3, rng.random() < 0.6
+        world.restart_ok, world.maintenance_ok = rng.random() < 0.8, rng.random() < 0.7
+        if rng.random() < 0.1:
+            runner.reset("web-a")
+            kept_out = False
+        calls, fired = len(world.calls), len(world.fired)
+        ret = runner.vrrp_event(*web_a.event("FAULT"))
+        new_calls = [c[1] for c in world.calls[calls:]]
+        critical = [d for t, d in world.fired[fired:] if t == "nginx_ha/alert/critical"]
+        if ret["action"] == "already-healthy":
+            assert new_calls == ["nginx_ha.health"] and world.health_before
+            continue
+        if ret["action"] == "in-maintenance":  # only after a successful keep-out, with its critical alert
+            assert kept_out and new_calls == []
+            continue
+        assert ret["action"] in ("restarted", "maintenance", "maintenance-failed"), ret
+        assert any(f in ("nginx_ha.restart_nginx", "service.restart") for f in new_calls) or critical, (ret, new_calls)
+        if ret["action"] != "restarted":
+            kept_out = "nginx_ha.maintenance" in new_calls and world.maintenance_ok
+            assert critical and ("web-a" in runner.show_state()["maintenance"]) == kept_out
+
+
+def test_faults_while_a_restart_runs_share_it_and_health_is_checked_again(world, clock, web_a):
+    inner = []
+
+    def another_fault():
+        world.on_restart = None
+        inner.append(runner.vrrp_event(*web_a.event("FAULT"))["action"])
+
+    world.on_restart = another_fault
+    world.script = [False, True, True]  # broken at the FAULT, healthy after the restart, still healthy
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert inner == ["coalesced"]
+    assert ret["action"] == "restarted" and ret["rounds"] == ["restarted", "already-healthy"]
+    assert len(world.restarts()) == 1 and runner.show_state()["in_progress"] == {}
+
+
+def test_a_failure_during_the_restart_is_not_dropped(world, clock, web_a):
+    """The FAULT that came in during the restart reports a new failure: the re-check finds it."""
+
+    def another_fault():
+        world.on_restart = None
+        assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "coalesced"
+
+    world.on_restart = another_fault
+    world.script = [False, True, False, True]
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["rounds"] == ["restarted", "restarted"] and len(world.restarts()) == 2
+
+
+def test_an_in_progress_mark_of_a_dead_worker_expires_with_a_critical_alert(world, clock, web_a, settings):
+    settings["in_progress_expiry"] = 100
+    with runner._state(runner._config()) as state:
+        state["in_progress"]["web-a"] = {"token": "dead-worker", "since": clock.now, "expires": clock.now + 100, "pending": 0}
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "coalesced" and world.calls == []
+    clock.now += 101
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
+    (critical,) = world.alerts("critical")
+    assert "healing web-a did not finish within 100s" in critical["message"] and "1 more FAULT(s)" in critical["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# Marks only after success; Salt client errors are failed actions, never lost events
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("why", ["unhealthy", "budget"])
+def test_failed_maintenance_leaves_no_mark_and_the_next_fault_is_handled(world, clock, web_a, settings, why):
+    settings.update(restart_limit=0 if why == "budget" else 3)
+    world.health, world.maintenance_ok = False, False
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "maintenance-failed" and ret["result"] is False and ret["maintenance"] is False
+    (critical,) = world.alerts("critical")
+    assert "putting web-a in maintenance FAILED" in critical["message"] and "NOT kept out of MASTER" in critical["message"]
+    assert "refusing maintenance" in critical["message"]
+    assert runner.show_state()["maintenance"] == {}
+    clock.now += 5
+    world.calls.clear()
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] != "in-maintenance" and world.calls and world.calls[-1][1] == "nginx_ha.maintenance"
+    # once maintenance works, the node is marked (and only then)
+    world.maintenance_ok = True
+    clock.now += 400
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "maintenance"
+    assert "web-a" in runner.show_state()["maintenance"]
+
+
+class RaisingClient:
+    """A LocalClient whose every call fails the way Salt's client does when the master is sick."""
+
+    def __init__(self, exc=None, ret=None):
+        self.exc, self.ret, self.calls = exc, ret, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def cmd(self, tgt, fun, **kwargs):
+        self.calls.append((tgt, fun, kwargs))
+        if self.exc is not None:
+            raise self.exc
+        return self.ret
+
+
+def _client_errors():
+    import salt.exceptions
+
+    return [salt.exceptions.SaltClientError("the master is not reachable"), salt.exceptions.SaltReqTimeoutError("timed out"), TimeoutError("publish timed out")]
+
+
+@pytest.mark.parametrize("exc", _client_errors(), ids=lambda e: type(e).__name__)
+def test_salt_client_errors_become_failed_actions_and_a_critical_alert(clock, web_a, monkeypatch, exc):
+    fired = []
+    monkeypatch.setattr(runner, "_fire", lambda tag, data: fired.append((tag, data)))
+    client = RaisingClient(exc=exc)
+    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda *a, **kw: client)
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "maintenance-failed" and ret["result"] is False
+    assert [c[1] for c in client.calls] == ["nginx_ha.health", "nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
+    assert client.calls[1][2]["timeout"] == 90  # the restart action's own timeout
+    critical = [d for t, d in fired if t == "nginx_ha/alert/critical"]
+    assert len(critical) == 1 and f"{type(exc).__name__}: {exc}" in critical[0]["message"]
+    assert runner.show_state()["maintenance"] == {} and runner.show_state()["in_progress"] == {}
+
+
+def test_a_node_that_does_not_answer_is_a_failed_call(configure_loader_modules, monkeypatch):
+    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda *a, **kw: RaisingClient(ret={}))
+    assert runner._call("web-a", {"fun": "nginx_ha.health"}, 7) == (False, "no answer from web-a within 7s")
+    answer = {"web-a": {"ret": "ERROR: nginx_ha: nginx does not answer", "retcode": 1}}
+    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda *a, **kw: RaisingClient(ret=answer))
+    assert runner._call("web-a", {"fun": "nginx_ha.restart_nginx"}, 7) == (False, "ERROR: nginx_ha: nginx does not answer")
+
+
+def test_an_unexpected_error_is_a_critical_alert_not_a_lost_event(world, clock, web_a, monkeypatch):
+    def broken(node):
+        raise RuntimeError("pillar render failed")
+
+    monkeypatch.setattr(runner, "_pillar_of", broken)
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "error" and ret["result"] is False
+    (critical,) = world.alerts("critical")
+    assert "RuntimeError: pillar render failed" in critical["message"] and "web-a" in critical["message"]
+
+
+def test_an_error_while_healing_lets_go_of_the_node(world, clock, web_a, monkeypatch):
+    def broken(event, cfg, check):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "_heal", broken)
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "error" and ret["node"] == "web-a"
+    assert runner.show_state()["in_progress"] == {} and len(world.alerts("critical")) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Replays and clocks: per node and boot the sequence number must advance; the master's clock
+# --------------------------------------------------------------------------------------------
+
+
+def test_seq_must_advance_per_boot_even_after_many_newer_events(world, clock, keys):
+    """The old rule forgot a seq once 512 newer ones passed; an old signed event was then accepted again."""
+    node = Node("web-a", keys, clock=clock.time, boot="1f0e-boot-1")
+    old = node.event("FAULT")
+    assert runner.vrrp_event(*old)["action"] == "restarted"
+    for _ in range(520):
+        clock.now += 20
+        assert runner.vrrp_event(*node.event("BACKUP"))["action"] == "recorded"
+    world.calls.clear()
+    ret = runner.vrrp_event(*old)
+    assert ret["action"] == "replay" and "not beyond the highest seen" in ret["reason"] and world.calls == []
+    assert runner.vrrp_event(*node.event("BACKUP"))["action"] == "recorded"
+
+
+def test_a_superseded_boot_is_a_replay_and_a_new_boot_is_accepted(world, clock, keys):
+    first = Node("web-a", keys, clock=clock.time, boot="boot-1")
+    recorded = first.event("BACKUP")
+    undelivered = first.event("MASTER")  # signed while boot-1 ran, never delivered
+    assert runner.vrrp_event(*recorded)["action"] == "recorded"
+    assert runner.vrrp_event(*recorded)["action"] == "duplicate"
+    clock.now += 60
+    # rebooted with a lost spool: its seq starts lower than before, and is accepted (a new boot)
+    second = Node("web-a", keys, clock=lambda: clock.now - 3600, boot="boot-2")
+    tag, data = second.event("BACKUP")
+    assert data["data"]["seq"] < recorded[1]["data"]["seq"]
+    assert runner.vrrp_event(tag, data)["action"] == "recorded"
+    for replayed in (recorded, undelivered):
+        ret = runner.vrrp_event(*replayed)
+        assert ret["action"] == "replay" and "boot boot-1 of web-a was superseded by boot boot-2" in ret["reason"]
+    assert runner.show_state()["boots"]["web-a"]["boot"] == "boot-2"
+    assert world.alerts() == []
+
+
+def test_a_boot_without_seq_and_a_bad_boot_are_rejected(world, clock, web_a):
+    for extra in ({"boot": "b1", "seq": None}, {"boot": "b1; rm -rf /"}, {"boot": 17}):
+        assert runner.vrrp_event(*web_a.event("FAULT", payload_extra=extra))["action"] == "rejected"
+    assert world.calls == []
+
+
+def test_an_older_event_arriving_after_a_newer_one_of_the_same_node_decides_nothing(world, clock, keys):
+    """Actions are decided on the latest state: a FAULT older than a BACKUP already recorded."""
+    for boot, expected in ((None, "superseded"), ("boot-1", "replay")):
+        node = Node("web-a", keys, clock=clock.time, boot=boot)
+        fault, backup = node.event("FAULT"), node.event("BACKUP")
+        assert runner.vrrp_event(*backup)["action"] == "recorded"
+        assert runner.vrrp_event(*fault)["action"] == expected
+        clock.now += 60
+    assert world.calls == []
+
+
+def test_a_node_clock_far_in_the_future_does_not_freeze_owner_tracking(world, clock, keys):
+    ahead = Node("web-a", keys, clock=lambda: clock.now + 10 * 365 * 86400, boot="a")
+    web_b = Node("web-b", keys, clock=clock.time, boot="b")
+    assert runner.vrrp_event(*ahead.event("MASTER", received=clock.now))["action"] == "owner-changed"
+    clock.now += 5
+    ret = runner.vrrp_event(*web_b.event("MASTER", received=clock.now))
+    assert ret["action"] == "owner-changed" and (ret["old_owner"], ret["new_owner"]) == ("web-a", "web-b")
+    assert world.alerts()[-1]["message"] == "VI_web: MASTER moved from web-a to web-b"
+    clock.now += 5
+    assert runner.vrrp_event(*ahead.event("MASTER", received=clock.now))["new_owner"] == "web-a"
+    assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+
+
+def test_receive_time_comes_from_the_masters_stamp(configure_loader_modules, clock):
+    assert runner.receive_time({"_stamp": "2027-01-15T08:00:00.250000+00:00"}) == 1800000000.25
+    assert runner.receive_time({"_stamp": "2027-01-15T08:00:00"}) == 1800000000.0  # naive: UTC
+    assert runner.receive_time({"_stamp": "not a time"}) == clock.now
+    assert runner.receive_time({}) == clock.now
+
+
+# --------------------------------------------------------------------------------------------
+# Late events and backlogs: recorded, one summary, actions on the latest state with a health check
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_event_that_waited_too_long_on_the_master_is_recorded_without_alert(world, clock, web_a):
+    ret = runner.vrrp_event(*web_a.event("MASTER", received=clock.now - 600))
+    assert ret["action"] == "late" and "received 600s before it was handled" in ret["late"][0]
+    assert world.alerts() == [] and runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+
+
+def test_a_late_fault_is_health_checked_before_anything_is_restarted(world, clock, web_a, settings):
+    settings["check_before_restart"] = False
+    world.health_before = True
+    ret = runner.vrrp_event(*web_a.event("FAULT", received=clock.now - 600))
+    assert ret["action"] == "already-healthy" and world.restarts() == []
+    world.health_before = False  # still broken: healed, as a live FAULT would be
+    ret = runner.vrrp_event(*web_a.event("FAULT", received=clock.now - 600))
+    assert ret["action"] == "restarted"
+
+
+def _delivered(event, at):
+    tag, data = event
+    return tag, dict(data, _stamp=stamp(at))
+
+
+def test_a_backlog_after_a_master_outage_is_one_summary_alert(world, clock, keys):
+    web_a = Node("web-a", keys, clock=clock.time, boot="a1")
+    web_b = Node("web-b", keys, clock=clock.time, boot="b1")
+    assert runner.vrrp_event(*_delivered(web_a.event("MASTER"), clock.now))["action"] == "owner-changed"
+    assert runner.vrrp_event(*_delivered(web_b.event("BACKUP"), clock.now))["action"] == "recorded"
+    before = len(world.alerts())
+    # The master is down for 10 minutes; both engines spool what happens meanwhile.
+    spooled = []
+    for node, state in ((web_a, "FAULT"), (web_b, "MASTER"), (web_a, "BACKUP"), (web_b, "FAULT"), (web_a, "MASTER"), (web_b, "BACKUP")):
+        clock.now += 60
+        spooled.append(node.event(state))
+    clock.now += 240
+    world.health_before = True  # both serve by now
+    rets = [runner.vrrp_event(*_delivered(event, clock.now)) for event in spooled]
+    assert [r["action"] for r in rets] == ["already-healthy", "late", "late", "already-healthy", "late", "late"]
+    assert world.alerts()[before:] == [] and world.restarts() == []
+    assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+    # once web-a has been quiet for backlog:quiet, the next event (or check_fleet) sends the summary
+    clock.now += 31
+    assert runner.vrrp_event(*_delivered(web_b.event("MASTER"), clock.now))["action"] == "owner-changed"
+    summary, moved = world.alerts()[before:]
+    assert summary["check"] == "backlog" and summary["message"].startswith("6 late VRRP event(s)")
+    assert summary["backlog"]["web-a"]["VI_web"] == {"transitions": ["FAULT", "BACKUP", "MASTER"], "now": "MASTER"}
+    assert summary["backlog"]["web-b"]["VI_web"] == {"transitions": ["MASTER", "FAULT", "BACKUP"], "now": "BACKUP"}
+    assert summary["owners"] == {"VI_web": "web-a"}
+    assert moved["message"] == "VI_web: MASTER moved from web-a to web-b"
+
+
+def test_a_late_fault_of_a_still_broken_node_is_healed(world, clock, keys):
+    web_a = Node("web-a", keys, clock=clock.time, boot="a1")
+    assert runner.vrrp_event(*_delivered(web_a.event("BACKUP"), clock.now))["action"] == "recorded"
+    fault = web_a.event("FAULT")
+    clock.now += 900
+    ret = runner.vrrp_event(*_delivered(fault, clock.now))
+    assert ret["action"] == "restarted" and "later than web-a's events usually do" in ret["late"][0]
+
+
+def test_a_burst_of_one_node_is_summarized_not_alerted_one_by_one(world, clock, web_a, fleet, settings):
+    settings["backlog"] = {"burst": 3, "window": 10, "quiet": 30}
+    fleet["now"] = {"problems": []}
+    actions = []
+    for state in ("MASTER", "STOP", "MASTER", "STOP", "MASTER", "STOP"):
+        clock.now += 1
+        actions.append(runner.vrrp_event(*web_a.event(state))["action"])
+    assert actions == ["owner-changed", "alerted", "owner-confirmed", "late", "late", "late"]
+    assert len(world.alerts()) == 3
+    clock.now += 30
+    runner.check_fleet()
+    summary = world.alerts()[-1]
+    assert summary["severity"] == "warning" and summary["backlog"]["web-a"]["VI_web"] == {"transitions": ["STOP", "MASTER", "STOP"], "now": "STOP"}
+    assert "more than 3 events of web-a within 10s" in summary["message"]
+
+
+def test_a_node_clock_stepped_back_is_rebased(world, clock, keys, settings):
+    offset = {"now": 0.0}
+    node = Node("web-a", keys, clock=lambda: clock.now + offset["now"], boot="a1")
+    assert runner.vrrp_event(*node.event("STOP"))["action"] == "alerted"
+    offset["now"] = -3600.0  # NTP stepped the node's clock back by an hour
+    clock.now += 400
+    assert runner.vrrp_event(*node.event("BACKUP"))["action"] == "late"
+    clock.now += 400
+    assert runner.vrrp_event(*node.event("STOP"))["action"] == "alerted"  # same offset again: rebased
+
+
+# --------------------------------------------------------------------------------------------
+# Alert deduplication and rate limit
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_same_alert_within_the_dedupe_window_goes_out_once(world, clock, web_a):
+    for _ in range(3):
+        clock.now += 60
+        assert runner.vrrp_event(*web_a.event("STOP"))["action"] == "alerted"
+    assert [a["message"] for a in world.alerts()] == ["VI_web: keepalived stopped on web-a"]
+    clock.now += 300
+    runner.vrrp_event(*web_a.event("STOP"))
+    assert len(world.alerts()) == 2
+
+
+def test_alerts_are_rate_limited_per_node_with_one_summary(world, clock, web_a, web_b, settings):
+    settings["alerts"] = {"dedupe": 0, "limit": 3, "window": 300}
+    for _ in range(6):
+        clock.now += 12
+        runner.vrrp_event(*web_a.event("STOP"))
+    runner.vrrp_event(*web_b.event("STOP"))  # another node has its own budget
+    assert [a["node"] for a in world.alerts()] == ["web-a"] * 3 + ["web-b"]
+    # critical alerts are deduplicated, never rate-limited away
+    assert runner._alert(runner._config(), "critical", "web-a: something critical", node="web-a")
+    clock.now += 300
+    runner.vrrp_event(*web_a.event("STOP"))
+    summary, again = world.alerts()[-2:]
+    assert summary["check"] == "rate-limit" and summary["message"].startswith("3 more alert(s) about web-a were suppressed")
+    assert again["message"] == "VI_web: keepalived stopped on web-a"
+
+
+# --------------------------------------------------------------------------------------------
+# Fleet check: FAULT, unhealthy, maintenance, role-less, empty target
+# --------------------------------------------------------------------------------------------
+
+
+def _inst3(state, holds, peers):
+    return {"VI_web": {"vips": [VIP], "vips_present": [VIP] if holds else [], "state": state, "role": "BACKUP", "effective_priority": 90, "peers": peers}}
+
+
+def test_fleet_fault_and_unhealthy_without_a_healthy_standby_are_critical(world, clock, fleet):
+    sick = {"healthy": False, "nginx": {"running": False}, "maintenance": False}
+    fleet["now"] = status_runner.summarize(
+        {"web-a": _inst("FAULT", False, ["web-b"]), "web-b": _inst("MASTER", True, ["web-a"], 99)},
+        {"web-a": sick, "web-b": {"healthy": True}},
+        ["web-a", "web-b"],
+    )
+    ret = runner.check_fleet()
+    assert ret["alerted"] == ["FAULT: web-a is in FAULT state for VI_web", "UNHEALTHY: web-a is not healthy (nginx is not running)"]
+    assert [a["severity"] for a in world.alerts()] == ["critical", "critical"] and ret["retcode"] == 1
+    assert world.alerts()[0]["node"] == "web-a"
+
+
+def test_fleet_problems_with_a_healthy_standby_left_are_warnings(world, clock, fleet):
+    healthy = {"web-b": {"healthy": True}, "web-c": {"healthy": True}, "web-a": {"healthy": True, "maintenance": True}}
+    fleet["now"] = status_runner.summarize(
+        {"web-a": _inst3("FAULT", False, ["web-b", "web-c"]), "web-b": _inst3("MASTER", True, ["web-a", "web-c"]), "web-c": _inst3("BACKUP", False, ["web-a", "web-b"])},
+        healthy,
+        ["web-a", "web-b", "web-c"],
+        errors={"web-d": {"nginx_ha.vip_status": "ERROR executing 'nginx_ha.vip_status': nginx_ha:vrrp_instances: minion 'web-d' is not a node of any instance"}},
+    )
+    ret = runner.check_fleet()
+    assert ret["alerted"] == [
+        "FAULT: web-a is in FAULT state for VI_web",
+        "MAINTENANCE: web-a is in maintenance (kept out of MASTER)",
+        "NO-ROLE: web-d has the nginx_ha pillar but no role in any instance",
+    ]
+    assert [a["severity"] for a in world.alerts()] == ["warning"] * 3
+
+
+def test_fleet_check_refuses_ok_for_an_empty_target(world, clock, fleet):
+    fleet["now"] = status_runner.summarize({}, {}, [], target="I@nginx_ha:vrrp_instances (compound)")
+    ret = runner.check_fleet()
+    assert not ret["ok"] and ret["retcode"] == 1
+    assert ret["problems"] == ["NO-NODES: target I@nginx_ha:vrrp_instances (compound) matched no minion"]
+    assert [a["severity"] for a in world.alerts()] == ["critical"]
+
+
+def test_fleet_check_that_cannot_run_is_critical(world, clock, configure_loader_modules):
+    def broken(**kwargs):
+        raise RuntimeError("no salt client")
+
+    runner.__salt__["nginx_ha.status"] = broken
+    ret = runner.check_fleet()
+    assert not ret["ok"] and ret["problems"][0].startswith("FLEET-CHECK-FAILED: nginx_ha.status raised RuntimeError")
+    assert [a["severity"] for a in world.alerts()] == ["critical"]
+
+
+def test_notify_script_events_without_seq_are_ordered_by_receive_time(world, clock, web_a, settings):
+    settings["require_signature"] = False
+
+    def notify(state, received):
+        tag = f"nginx_ha/vrrp/VI_web/{state.lower()}"
+        return tag, {"id": "web-a", "tag": tag, "_stamp": stamp(received), "data": {"instance": "VI_web", "state": state, "priority": 100, "source": "notify_script"}}
+
+    backup, fault = notify("BACKUP", clock.now - 1), notify("FAULT", clock.now - 2)
+    assert runner.vrrp_event(*backup)["action"] == "recorded"
+    assert runner.vrrp_event(*fault)["action"] == "superseded" and world.calls == []
+    assert runner.vrrp_event(*notify("FAULT", clock.now))["action"] == "restarted"
+
+
+def test_the_example_master_config_documents_the_defaults(configure_loader_modules):
+    import yaml
+
+    example = yaml.safe_load((formula.REPO / "conf" / "master.d" / "nginx_ha_reactor.conf").read_text())["nginx_ha_reactor"]
+    documented = {k: v for k, v in example.items() if k != "webhook"}
+    assert documented == {k: v for k, v in runner.DEFAULTS.items() if k not in ("webhook", "state_file", "actions")}
+    assert {k: v for k, v in example["webhook"].items() if k != "url"} == {k: v for k, v in runner.DEFAULTS["webhook"].items() if k not in ("url", "backoff")}

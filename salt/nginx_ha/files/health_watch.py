@@ -37,6 +37,7 @@ Standard library only (Python 3.5+). Logs transitions to syslog (daemon facility
 import argparse
 import errno
 import fcntl
+import json
 import os
 import select
 import signal
@@ -44,7 +45,6 @@ import socket
 import sys
 import syslog
 import time
-from urllib.parse import urlsplit
 
 HEALTHY, UNHEALTHY = "0", "1"
 
@@ -187,7 +187,7 @@ def starttime(pid):
         return None
 
 
-def take_lock(path):
+def take_lock(path, write_pid=True):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,62 +196,133 @@ def take_lock(path):
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return None
         raise
+    if not write_pid:
+        return fd
     os.ftruncate(fd, 0)
     os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
     return fd
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description="nginx_ha health watcher (keepalived track_file writer)")
-    p.add_argument("--url", required=True, help="health endpoint, http://HOST:PORT/PATH")
-    p.add_argument("--state-file", required=True)
-    p.add_argument("--interval", type=float, default=0.1)
-    p.add_argument("--retry-interval", type=float, default=0.02)
-    p.add_argument("--timeout", type=float, default=0.25)
-    p.add_argument("--fall", type=int, default=2)
-    p.add_argument("--rise", type=int, default=5)
-    p.add_argument("--pidfile", default=None, help="nginx's pidfile: watch its master process for an instant crash signal")
-    p.add_argument("--suspect-window", type=float, default=0.5,
-                   help="seconds of quick probes (single failure counts) after the nginx master exited")
-    p.add_argument("--keepalived-pid", type=int, default=0, help="exit when this process is gone (0: never)")
-    p.add_argument("--once", action="store_true", help="probe once, print healthy/unhealthy, exit 0/1")
-    return p.parse_args(argv)
+SETTINGS_KEYS = {
+    "host": str, "port": int, "request": str, "check_timeout": (int, float),
+    "enabled": bool, "interval": (int, float), "retry_interval": (int, float), "timeout": (int, float),
+    "fall": int, "rise": int, "state_file": str, "pidfile": (str, type(None)),
+}
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    url = urlsplit(args.url)
-    host, port, path = url.hostname or "127.0.0.1", url.port or 80, url.path or "/"
-    if args.once:
-        ok = probe(host, port, path, args.timeout)
-        print("healthy" if ok else "unhealthy")
-        return 0 if ok else 1
+def load_settings(path):
+    """The settings Salt wrote (JSON, root-owned): a dict, or raise ValueError saying what is wrong."""
+    try:
+        st = os.stat(path)
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError("cannot read %s: %s" % (path, exc))
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise ValueError("%s must be owned by root and writable by root only" % path)
+    if not isinstance(data, dict):
+        raise ValueError("%s is not a JSON object" % path)
+    for key, kind in SETTINGS_KEYS.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ValueError("%s: %s is %r" % (path, key, value))
+    if not data["request"].startswith("/") or any(c in data["request"] for c in " \r\n\t\0"):
+        raise ValueError("%s: request %r is not a URL path" % (path, data["request"]))
+    if not data["state_file"].startswith("/"):
+        raise ValueError("%s: state_file %r is not absolute" % (path, data["state_file"]))
+    return data
 
-    lock = take_lock(args.state_file + ".lock")
+
+def settings_stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def connect_host(host):
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def spawn_watcher(settings_path, keepalived_pid):
+    """Start the watcher in its own session (keepalived's script timeout never kills it)."""
+    import subprocess  # only the check needs it
+
+    with open(os.devnull, "r+b") as null:
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "watch", settings_path, "--keepalived-pid", str(keepalived_pid)],
+            stdin=null, stdout=null, stderr=null, close_fds=True, start_new_session=True,
+        )
+
+
+def check(settings_path):
+    """keepalived's vrrp_script: keep the watcher running, then probe once (exit 0 healthy, 1 not)."""
+    try:
+        cfg = load_settings(settings_path)
+    except ValueError as exc:
+        syslog.openlog("nginx_ha_check", syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_ERR, "unhealthy: %s" % exc)
+        return 1
+    if cfg["enabled"]:
+        lock = cfg["state_file"] + ".lock"
+        fd = take_lock(lock, write_pid=False)
+        if fd is not None:  # free: no watcher runs; start one (it takes the lock itself)
+            os.close(fd)
+            spawn_watcher(settings_path, os.getppid())
+    ok = probe(connect_host(cfg["host"]), cfg["port"], cfg["request"], float(cfg["check_timeout"]))
+    return 0 if ok else 1
+
+
+def watch(settings_path, keepalived_pid, suspect_window=0.5):
+    """The fast path: probe every interval, write the track file, follow settings changes."""
+    cfg = load_settings(settings_path)
+    if not cfg["enabled"]:
+        return 0
+    lock = take_lock(cfg["state_file"] + ".lock")
     if lock is None:
         return 0  # another watcher runs
     syslog.openlog("nginx_ha_watch", syslog.LOG_PID, syslog.LOG_DAEMON)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    parent = args.keepalived_pid
+    parent = keepalived_pid
     parent_start = starttime(parent) if parent > 0 else None
     if parent > 0 and parent_start is None:
         return 0  # keepalived is already gone
-    health = Health(args.fall, args.rise, healthy=read_state(args.state_file) == HEALTHY)
+    state_file = cfg["state_file"]
+    health = Health(cfg["fall"], cfg["rise"], healthy=read_state(state_file) == HEALTHY)
     state = HEALTHY if health.healthy else UNHEALTHY
-    syslog.syslog(syslog.LOG_INFO, "watching %s every %gs (timeout %gs, fall %d, rise %d); starting %s"
-                  % (args.url, args.interval, args.timeout, args.fall, args.rise,
-                     "healthy" if health.healthy else "unhealthy"))
-    master = MasterWatch(args.pidfile)
+    stamp = settings_stamp(settings_path)
+
+    def describe(c):
+        return "http://%s:%d%s every %gs (timeout %gs, fall %d, rise %d)" % (
+            c["host"], c["port"], c["request"], c["interval"], c["timeout"], c["fall"], c["rise"])
+
+    syslog.syslog(syslog.LOG_INFO, "watching %s; starting %s" % (describe(cfg), "healthy" if health.healthy else "unhealthy"))
+    master = MasterWatch(cfg["pidfile"])
     suspect_until = 0.0
     checked_parent = time.monotonic()
     next_probe = time.monotonic()
     while True:
         master.arm()
         if master.wait(next_probe - time.monotonic()):
-            suspect_until = time.monotonic() + args.suspect_window
+            suspect_until = time.monotonic() + suspect_window
+        now_stamp = settings_stamp(settings_path)
+        if now_stamp != stamp:
+            stamp = now_stamp
+            try:
+                new = load_settings(settings_path)
+            except ValueError as exc:
+                syslog.syslog(syslog.LOG_ERR, "keeping the current settings: %s" % exc)
+            else:
+                if new["state_file"] != state_file or not new["enabled"] or new["pidfile"] != cfg["pidfile"]:
+                    syslog.syslog(syslog.LOG_INFO, "settings changed where a new watcher is needed; exiting")
+                    return 0  # keepalived's check starts the next one within a check interval
+                cfg = new
+                health.fall, health.rise = cfg["fall"], cfg["rise"]
+                syslog.syslog(syslog.LOG_INFO, "now watching %s" % describe(cfg))
         started = time.monotonic()
         suspect = started < suspect_until
-        ok = probe(host, port, path, args.timeout)
+        ok = probe(connect_host(cfg["host"]), cfg["port"], cfg["request"], float(cfg["timeout"]))
         if ok:
             flipped = health.update(True)
         elif suspect:
@@ -261,24 +332,48 @@ def main(argv=None):
         if flipped:
             state = HEALTHY if health.healthy else UNHEALTHY
             if health.healthy:
-                why = "%d good probes" % args.rise
+                why = "%d good probes" % cfg["rise"]
             elif suspect:
                 why = "its master process exited and it does not answer"
             else:
-                why = "%d failed probes (timeout %gs)" % (args.fall, args.timeout)
+                why = "%d failed probes (timeout %gs)" % (cfg["fall"], cfg["timeout"])
             syslog.syslog(syslog.LOG_INFO if health.healthy else syslog.LOG_WARNING,
                           "nginx %s: %s" % ("healthy again" if health.healthy else "unhealthy", why))
-        if read_state(args.state_file) != state:
-            write_state(args.state_file, state)
+        if read_state(state_file) != state:
+            write_state(state_file, state)
         now = time.monotonic()
         if parent_start is not None and now - checked_parent >= 0.5:
             checked_parent = now
             if starttime(parent) != parent_start:
-                write_state(args.state_file, UNHEALTHY)
+                write_state(state_file, UNHEALTHY)
                 syslog.syslog(syslog.LOG_INFO, "keepalived (pid %d) is gone; exiting" % parent)
                 return 0
-        delay = args.retry_interval if suspect else health.delay(args.interval, args.retry_interval)
+        delay = cfg["retry_interval"] if suspect else health.delay(cfg["interval"], cfg["retry_interval"])
         next_probe = started + delay
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="nginx_ha health check and watcher (keepalived vrrp_script and track_file writer)")
+    p.add_argument("mode", choices=("check", "watch", "probe"),
+                   help="check: keepalived's vrrp_script (starts the watcher, probes once); watch: the watcher loop;"
+                        " probe: probe once and print healthy/unhealthy")
+    p.add_argument("settings", help="the JSON settings file Salt writes (root-owned)")
+    p.add_argument("--keepalived-pid", type=int, default=0, help="watch: exit when this process is gone (0: never)")
+    p.add_argument("--suspect-window", type=float, default=0.5,
+                   help="watch: seconds of quick probes (single failure counts) after the nginx master exited")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.mode == "check":
+        return check(args.settings)
+    if args.mode == "watch":
+        return watch(args.settings, args.keepalived_pid, args.suspect_window)
+    cfg = load_settings(args.settings)
+    ok = probe(connect_host(cfg["host"]), cfg["port"], cfg["request"], float(cfg["timeout"]))
+    print("healthy" if ok else "unhealthy")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
