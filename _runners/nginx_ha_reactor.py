@@ -126,7 +126,7 @@ __virtualname__ = "nginx_ha_reactor"
 
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 _TAG = re.compile(r"^nginx_ha/vrrp/(?P<instance>[^/\s]{1,128})/(?P<state>master|backup|fault|stop)$")
-_BOOT = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+_BOOT = re.compile(r"^[\x21-\x7e]{1,256}$")  # a boot id: printable ASCII, no spaces (the engine reads <= 256)
 _SEEN_KEEP = 512  # seq numbers remembered per node for events without a boot id
 _BOOTS_KEEP = 32  # superseded boot ids remembered per node
 _BACKLOG_KEEP = 100  # late events listed per node in a summary (all are counted)
@@ -375,7 +375,7 @@ def parse_event(tag, data, require_signature=True, public_key=None):
     node = data.get("id")
     if not isinstance(node, str) or not node or not salt.utils.verify.valid_id(__opts__, node):
         raise Rejected(f"event without a valid sender id: {node!r:.80}")
-    match = _TAG.match(tag) if isinstance(tag, str) else None
+    match = _TAG.fullmatch(tag) if isinstance(tag, str) else None
     if not match:
         raise Rejected(f"tag {tag!r:.160} is not nginx_ha/vrrp/<instance>/<master|backup|fault|stop>")
     payload = data.get("data")
@@ -393,7 +393,7 @@ def parse_event(tag, data, require_signature=True, public_key=None):
     seq = payload.get("seq")
     seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
     boot = payload.get("boot")
-    if boot is not None and (not isinstance(boot, str) or not _BOOT.match(boot)):
+    if boot is not None and (not isinstance(boot, str) or not _BOOT.fullmatch(boot)):
         raise Rejected(f"payload boot {boot!r:.80} is not a boot id")
     if boot is not None and seq is None:
         raise Rejected("payload has a boot id but no integer seq")

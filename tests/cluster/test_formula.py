@@ -108,8 +108,9 @@ def test_config_is_what_the_pillar_says(lab):
     assert "state MASTER" in a and "priority 100" in a
     assert "state BACKUP" in b and "priority 99" in b
     assert "enable_script_security" in a
-    script = lab.host("web-a").run("stat -c '%U %a' /etc/keepalived/nginx_ha/check_nginx.sh", check=True).stdout.split()
-    assert script == ["root", "755"]
+    files = "/etc/keepalived/nginx_ha/health_watch.py /etc/keepalived/nginx_ha/health.json /etc/keepalived/nginx_ha"
+    modes = lab.host("web-a").run(f"stat -c '%U %a' {files}", check=True).stdout.split()
+    assert modes == ["root", "755", "root", "644", "root", "755"]
     sysctl = lab.host("web-b").run("sysctl -n net.ipv4.ip_nonlocal_bind", check=True).stdout.strip()
     assert sysctl == "1"
 
@@ -173,7 +174,7 @@ def test_config_refused_by_nginx_never_goes_live(lab, pillar_dir):
     errors = failed(ret)
     assert "nginx_ha_nginx_site_config_validated" in errors
     assert "no-such-host.invalid" in errors["nginx_ha_nginx_site_config_validated"]
-    assert "previous file is back in place" in errors["nginx_ha_nginx_site_config_validated"]
+    assert "the live file was not" in errors["nginx_ha_nginx_site_config_validated"]
     assert lab.host("web-a").read_file(SITE_CONF) == before
     assert pid_of(lab.host("web-a"), "/run/nginx.pid") == nginx_pid
     assert served_by(lab) == "web-a"
@@ -196,7 +197,7 @@ def test_config_refused_by_keepalived_never_goes_live(lab, pillar_dir):
 
 def test_invalid_pillar_changes_nothing(lab, pillar_dir):
     host = lab.host("web-a")
-    stat = "stat -c '%Y %s' " + " ".join([KEEPALIVED_CONF, SITE_CONF, "/etc/keepalived/nginx_ha/check_nginx.sh"])
+    stat = "stat -c '%Y %s' " + " ".join([KEEPALIVED_CONF, SITE_CONF, "/etc/keepalived/nginx_ha/health.json"])
     before = host.run(stat, check=True).stdout
     pillar = base_pillar(virtual_router_id=300)
     set_pillar(lab, pillar_dir, pillar)

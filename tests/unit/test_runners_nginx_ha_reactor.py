@@ -259,6 +259,7 @@ def test_sender_must_be_a_node_of_the_instance(world, clock, keys):
         ("nginx_ha/vrrp/VI_web/fault", {"data": "not a mapping"}),
         ("nginx_ha/vrrp/VI_web/fault", {"id": None}),
         ("nginx_ha/vrrp/VI_web/fault", {"id": "../../etc"}),
+        ("nginx_ha/vrrp/VI_web/fault\n", {}),
     ],
 )
 def test_malformed_events_are_rejected(world, clock, web_a, tag, change):
@@ -765,7 +766,7 @@ def test_a_superseded_boot_is_a_replay_and_a_new_boot_is_accepted(world, clock, 
 
 
 def test_a_boot_without_seq_and_a_bad_boot_are_rejected(world, clock, web_a):
-    for extra in ({"boot": "b1", "seq": None}, {"boot": "b1; rm -rf /"}, {"boot": 17}):
+    for extra in ({"boot": "b1", "seq": None}, {"boot": "b1; rm -rf /"}, {"boot": 17}, {"boot": ""}, {"boot": "x" * 257}, {"boot": "b1\n"}):
         assert runner.vrrp_event(*web_a.event("FAULT", payload_extra=extra))["action"] == "rejected"
     assert world.calls == []
 
