@@ -46,12 +46,14 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+import nginx_ha_files  # _utils/nginx_ha_files.py (on sys.path while Salt loads states)
+
 __virtualname__ = "nginx_ha"
 
 # util-linux unshare(1); looked up on PATH (plus the sbin directories) when the state runs.
 UNSHARE = "unshare"
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_TMP_PREFIX = ".nginx_ha."  # temporary file next to the live one (never matches *.conf)
+_TMP_PREFIX = nginx_ha_files.TMP_PREFIX  # temporary file next to the live one (never matches *.conf)
 _WORK_PREFIX = "nginx_ha.validate."
 
 # Run by unshare(1) inside the private mount namespace. Every path comes in
@@ -104,46 +106,6 @@ def __virtual__():
     if "file.apply_template_on_contents" not in __salt__:
         return (False, "nginx_ha states: the file execution module is not available")
     return __virtualname__
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path, data, mode, uid, gid):
-    """Replace ``path`` by ``data`` with a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchown(fh.fileno(), uid, gid)
-            os.fchmod(fh.fileno(), mode)  # after chown: chown may clear set-id bits
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
 
 
 def _render(source, contents, context, saltenv):
@@ -415,7 +377,7 @@ def validated_config(
         return ret
     via = f" (through the symlink {name} -> {target})" if target != name else ""
 
-    old = _read(target) if st is not None else None
+    old = nginx_ha_files.read_bytes(target) if st is not None else None
     content_changes = old != new
     changes = {}
     if content_changes:
@@ -475,13 +437,13 @@ def validated_config(
             now_st = os.lstat(target)
         except FileNotFoundError:
             now_st = None
-        if (now_st is None) != (st is None) or _read(target) != old:
+        if (now_st is None) != (st is None) or nginx_ha_files.read_bytes(target) != old:
             ret["comment"] = f"{name} changed while it was being checked; nothing was written, run the state again"
             return ret
         try:
             if not os.path.isdir(directory):
                 os.makedirs(directory, mode=0o755)
-            _atomic_write(target, new, want_mode, want_uid, want_gid)
+            nginx_ha_files.atomic_write(target, new, want_mode, want_uid, want_gid)
         except OSError as exc:
             ret["comment"] = f"cannot write {name}: {exc}; the live file is unchanged"
             return ret

@@ -21,8 +21,9 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import time
+
+import nginx_ha_files  # _utils/nginx_ha_files.py (on sys.path while Salt loads states)
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +34,6 @@ def __virtual__():
     if "cp.get_file_str" not in __salt__:
         return (False, "nginx_ha_health: the cp execution module is not available")
     return __virtualname__
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def _write(path, data, mode):
-    """Atomically replace ``path`` (root-owned, ``mode``): readers see the old or the new bytes."""
-    fd, tmp = tempfile.mkstemp(prefix=".nginx_ha.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chown(tmp, 0, 0)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def answers(host, port, request, timeout):
@@ -159,7 +135,7 @@ def settings(name, settings, watcher_source, watcher_path, wait=10, saltenv=None
         return ret
     program = program.encode()
     data = (json.dumps(settings, sort_keys=True, indent=1) + "\n").encode()
-    old_data, old_program = _read(name), _read(watcher_path)
+    old_data, old_program = nginx_ha_files.read_bytes(name), nginx_ha_files.read_bytes(watcher_path)
     try:
         old = json.loads(old_data) if old_data else None
     except ValueError:
@@ -188,15 +164,15 @@ def settings(name, settings, watcher_source, watcher_path, wait=10, saltenv=None
 
     try:
         if program_changed:
-            _write(watcher_path, program, 0o755)
+            nginx_ha_files.atomic_write(watcher_path, program, 0o755)
         old_state_file = (old or {}).get("state_file")
         new_state_file = settings["state_file"]
         if old_state_file and old_state_file != new_state_file and not os.path.exists(new_state_file):
             # the new track file starts with the current health, so nothing flaps at the switch
-            current = _read(old_state_file)
+            current = nginx_ha_files.read_bytes(old_state_file)
             if current is not None:
-                _write(new_state_file, current, 0o644)
-        _write(name, data, 0o644)
+                nginx_ha_files.atomic_write(new_state_file, current, 0o644)
+        nginx_ha_files.atomic_write(name, data, 0o644)
     except OSError as exc:
         ret["comment"] = f"cannot write the health path files: {exc}"
         return ret

@@ -1,11 +1,17 @@
 """Helpers for cluster tests: pillars, state.apply results, polling the VIP from the client host."""
 
+import contextlib
 import json
+import pathlib
+import shutil
+import tempfile
 import time
 
 import yaml
 
-from lab import MINION_RESTART_CMD
+from lab import MINION_RESTART_CMD, Lab
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 VIP = "203.0.113.100"
 VIP_URL = f"http://{VIP}/"
@@ -115,3 +121,33 @@ class Poller:
         time.sleep(0.8)
         lines = [line.split() for line in self.lab.client.read_file(self.log).splitlines() if line.strip()]
         return [(float(parts[0]), parts[1] if len(parts) > 1 else "000") for parts in lines]
+
+
+@contextlib.contextmanager
+def pillar_directory(pillar=None):
+    """A pillar root the lab's master reads (top.sls + nginx_ha.sls), removed afterwards."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="nginx-ha-pillar-", dir="/var/tmp"))
+    path.chmod(0o755)
+    write_pillar(path, pillar or base_pillar())
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cluster(pillar_dir, nodes=("web-a", "web-b"), master_extra=None, applied=True, owner="web-a"):
+    """
+    A lab whose master serves the formula and ``pillar_dir``, extensions synced to ``nodes``; with
+    ``applied`` the formula is applied on every node and ``owner`` holds the VIP and serves it.
+    """
+    with Lab(minions=nodes, pillar_dir=str(pillar_dir), file_roots=[str(REPO / "salt")], master_extra=master_extra) as lab:
+        for node in nodes:
+            lab.salt(node, "saltutil.sync_all", timeout=120)
+        if applied:
+            for node in nodes:
+                ret = apply(lab, node)
+                assert failed(ret) == {}, (node, failed(ret))
+            wait_for(lambda: vip_holders(lab, nodes) == [owner], 15, what=f"VIP on {owner}")
+            wait_for(lambda: served_by(lab) == owner, 10, what=f"{owner}'s page through the VIP")
+        yield lab

@@ -9,19 +9,14 @@ Healing and guarding on real hosts, a client polling the VIP:
 """
 
 import json
-import pathlib
-import shutil
-import tempfile
 import time
 
 import pytest
 
-from lab import Lab
-from tests.cluster.support import Poller, apply, base_pillar, failed, served_by, vip_holders, wait_for, write_pillar
+from tests.cluster.support import Poller, cluster, pillar_directory, served_by, vip_holders, wait_for
 
 pytestmark = pytest.mark.cluster
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 NODES = ("web-a", "web-b")
 MASTER_EXTRA = {"peer": {".*": ["nginx_ha.health"]}}  # maintenance asks its peers through the master
 PENDING = "/etc/keepalived/nginx_ha/maintenance.pending"
@@ -29,21 +24,8 @@ PENDING = "/etc/keepalived/nginx_ha/maintenance.pending"
 
 @pytest.fixture(scope="module")
 def lab():
-    pillar_dir = pathlib.Path(tempfile.mkdtemp(prefix="nginx-ha-pillar-", dir="/var/tmp"))
-    pillar_dir.chmod(0o755)
-    write_pillar(pillar_dir, base_pillar())
-    try:
-        with Lab(minions=NODES, pillar_dir=str(pillar_dir), file_roots=[str(REPO / "salt")], master_extra=MASTER_EXTRA) as lab:
-            for node in NODES:
-                lab.salt(node, "saltutil.sync_all", timeout=120)
-            for node in NODES:
-                ret = apply(lab, node)
-                assert failed(ret) == {}, (node, failed(ret))
-            wait_for(lambda: vip_holders(lab) == ["web-a"], 15, what="VIP on web-a")
-            wait_for(lambda: served_by(lab) == "web-a", 10, what="web-a's page through the VIP")
-            yield lab
-    finally:
-        shutil.rmtree(pillar_dir, ignore_errors=True)
+    with pillar_directory() as pillar_dir, cluster(pillar_dir, NODES, master_extra=MASTER_EXTRA) as lab:
+        yield lab
 
 
 def nginx_procs(host):

@@ -11,20 +11,26 @@ The health path on real hosts, a client polling the VIP every 20 ms (issue 9):
 """
 
 import json
-import pathlib
-import shutil
-import tempfile
 import threading
 import time
 
 import pytest
 
-from lab import Lab
-from tests.cluster.support import Poller, apply, base_pillar, failed, served_by, vip_holders, wait_for, write_pillar
+from tests.cluster.support import (
+    Poller,
+    apply,
+    base_pillar,
+    cluster,
+    failed,
+    pillar_directory,
+    served_by,
+    vip_holders,
+    wait_for,
+    write_pillar,
+)
 
 pytestmark = pytest.mark.cluster
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 NODES = ("web-a", "web-b")
 SETTINGS = "/etc/keepalived/nginx_ha/health.json"
 SITE_CONF = "/etc/nginx/conf.d/nginx_ha.conf"
@@ -32,23 +38,13 @@ SITE_CONF = "/etc/nginx/conf.d/nginx_ha.conf"
 
 @pytest.fixture(scope="module")
 def pillar_dir():
-    path = pathlib.Path(tempfile.mkdtemp(prefix="nginx-ha-pillar-", dir="/var/tmp"))
-    path.chmod(0o755)
-    write_pillar(path, base_pillar())
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with pillar_directory() as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def lab(pillar_dir):
-    with Lab(minions=NODES, pillar_dir=str(pillar_dir), file_roots=[str(REPO / "salt")]) as lab:
-        for node in NODES:
-            lab.salt(node, "saltutil.sync_all", timeout=120)
-        for node in NODES:
-            ret = apply(lab, node)
-            assert failed(ret) == {}, (node, failed(ret))
-        wait_for(lambda: vip_holders(lab) == ["web-a"], 15, what="VIP on web-a")
-        wait_for(lambda: served_by(lab) == "web-a", 10, what="web-a's page through the VIP")
+    with cluster(pillar_dir, NODES) as lab:
         yield lab
 
 

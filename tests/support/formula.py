@@ -21,6 +21,10 @@ FILES = FORMULA / "files"
 
 
 def load_module(kind, name):
+    import sys
+
+    if str(REPO / "_utils") not in sys.path:  # as Salt's loader: the utils on sys.path while loading
+        sys.path.append(str(REPO / "_utils"))
     path = REPO / kind / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"nginx_ha_test_{kind.strip('_')}_{name}", path)
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,6 @@ argument, byte for byte, whatever the string holds.
 """
 
 import copy
-import json
 import os
 import subprocess
 
@@ -200,8 +199,6 @@ def test_schema_defaults_are_the_documented_defaults():
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 def test_the_generator_reaches_the_daemons():
     """Enough generated pillars are valid for the checker runs above to matter (not only refusals)."""
-    from hypothesis import find  # noqa: F401  (the strategy is exercised directly)
-
     valid = 0
     for _ in range(200):
         _, pillar = pillars().example()
