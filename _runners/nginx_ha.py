@@ -42,6 +42,8 @@ def _ask(client, minions, fun, timeout):
     for mid, answer in (ret or {}).items():
         if not isinstance(answer, dict):
             continue
+        if isinstance(answer.get("ret"), str) and answer["ret"].startswith("Minion did not return"):
+            continue  # Salt's stand-in answer for a silent minion: NO-ANSWER, not an error
         if answer.get("retcode", 0) == 0 and answer.get("success", True) is not False:
             answers[mid] = answer.get("ret")
         else:

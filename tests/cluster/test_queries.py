@@ -99,7 +99,9 @@ def test_vip_status_flips_after_failover(lab):
         assert b["state"] == "MASTER" and b["holds_vip"] is True
         assert lab.salt("web-a", "nginx_ha.health", timeout=60)["healthy"] is False
         code, view = fleet(lab)
-        assert code == 0 and view["vips"][VIP]["owner"] == "web-b"
+        # the VIP is served by web-b, and the fleet view flags the node that cannot serve
+        assert view["vips"][VIP]["owner"] == "web-b" and view["vips"][VIP]["status"] == "OK", view
+        assert code == 1 and any(p.startswith("FAULT: web-a") for p in view["problems"]), view["problems"]
     finally:
         web_a.run("pkill -CONT -x nginx")
     wait_for(lambda: vip_holders(lab) == ["web-a"], 15, what="VIP back on web-a")

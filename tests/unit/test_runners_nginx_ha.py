@@ -180,3 +180,18 @@ def test_status_tells_errors_silence_and_no_role_apart(status_env):
 def test_status_of_an_empty_target_fails(status_env):
     view = runner.status(tgt="web-*", tgt_type="glob")
     assert view["retcode"] == 1 and view["problems"] == ["NO-NODES: target web-* (glob) matched no minion"]
+
+
+def test_salts_stand_in_for_a_silent_minion_is_no_answer_not_an_error(status_env):
+    """LocalClient answers for a minion that timed out with a 'Minion did not return' text."""
+    status_env["minions"] = ["web-a", "web-b"]
+    status_env["answers"] = {
+        "nginx_ha.vip_status": {
+            "web-a": {"ret": inst("MASTER", True, ["web-b"]), "retcode": 0},
+            "web-b": {"ret": "Minion did not return. [No response]\nThe minions may not have all finished running", "retcode": 1},
+        },
+        "nginx_ha.health": {"web-a": {"ret": {"healthy": True, "maintenance": False}, "retcode": 0}},
+    }
+    view = runner.status()
+    assert view["unreachable"] == ["web-b"] and "NO-ANSWER: web-b did not answer" in view["problems"], view["problems"]
+    assert not any(p.startswith("ERROR:") for p in view["problems"])
