@@ -21,7 +21,7 @@ from tests.support.events import collect, runner_returns, wait_for_fifo, write_f
 
 pytestmark = pytest.mark.integration
 
-PAYLOAD_KEYS = {"instance", "state", "previous_state", "priority", "vips", "time", "seq", "sig"}
+PAYLOAD_KEYS = {"instance", "state", "previous_state", "priority", "vips", "time", "seq", "boot", "sig"}
 
 
 @pytest.fixture(scope="module")
