@@ -40,11 +40,15 @@ Time, order and replays (node clocks are never trusted):
 
 * The time an event happened is the master's **receive time**: ``_stamp``, which the master sets
   on every event it fires (a minion cannot set it), else the master's clock when the runner
-  starts. Ownership of a VIP goes to the MASTER event received last; the payload's ``time`` (the
-  node's clock) orders nothing.
+  starts. Ownership of a VIP goes to the MASTER event received last, unless a newer event of the
+  same node was already recorded (``superseded``); when the owner's own newer event says it gave
+  the VIP up (a MASTER that arrived late), the owner is the node whose newest state is MASTER. The
+  payload's ``time`` (the node's clock) orders nothing.
 * Engine events carry ``boot`` (the node's ``/proc/sys/kernel/random/boot_id``) and ``seq``
-  (signed with the payload). Per node and boot, ``seq`` must exceed the highest seen (an equal one
-  is a ``duplicate`` redelivery, a lower one a ``replay``); an event of a boot the node has left
+  (signed with the payload). Per node and boot, an anti-replay window of the last 64 ``seq``
+  numbers: one seen before is a ``duplicate`` redelivery, one below the window a ``replay``, an
+  unseen one within it an event that concurrent workers admitted out of order (handled; the
+  node's newer recorded state stands); an event of a boot the node has left
   behind is a ``replay``; a boot never seen before is the node's new boot. Events without
   ``boot`` (the notify-script path, older engines) are dropped as ``duplicate`` when their ``seq``
   is one of the last 512 of that node.
@@ -127,6 +131,7 @@ __virtualname__ = "nginx_ha_reactor"
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 _TAG = re.compile(r"^nginx_ha/vrrp/(?P<instance>[^/\s]{1,128})/(?P<state>master|backup|fault|stop)$")
 _BOOT = re.compile(r"^[\x21-\x7e]{1,256}$")  # a boot id: printable ASCII, no spaces (the engine reads <= 256)
+_WINDOW = 64  # anti-replay window per node and boot (sequence numbers)
 _SEEN_KEEP = 512  # seq numbers remembered per node for events without a boot id
 _BOOTS_KEEP = 32  # superseded boot ids remembered per node
 _BACKLOG_KEEP = 100  # late events listed per node in a summary (all are counted)
@@ -448,11 +453,18 @@ def _check_sequence(state, event):
         return None
     track = state["boots"].setdefault(node, {"boot": None, "seq": None, "superseded": []})
     if boot == track["boot"]:
-        if seq == track["seq"]:
+        # An anti-replay window, as IPsec's: the last _WINDOW sequence numbers seen are remembered.
+        # Concurrent reactor workers may admit a newer event of a node before an older one that
+        # was delivered once: within the window and unseen, that older one is new (out of order);
+        # below the window, or seen, it is a replay or a redelivery.
+        recent = track.setdefault("recent", [track["seq"]] if track["seq"] is not None else [])
+        if seq in recent or seq == track["seq"]:
             return "duplicate", f"seq {seq} of {node} (boot {boot}) was seen already"
-        if seq < track["seq"]:
-            return "replay", f"seq {seq} of {node} (boot {boot}) is not beyond the highest seen, {track['seq']}"
-        track["seq"] = seq
+        if seq < track["seq"] and (not recent or seq < min(recent) or track["seq"] - seq > _WINDOW):
+            return "replay", f"seq {seq} of {node} (boot {boot}) is below the window of the highest seen, {track['seq']}"
+        recent.append(seq)
+        track["recent"] = sorted(recent)[-_WINDOW:]
+        track["seq"] = max(seq, track["seq"])
         return None
     if boot in track["superseded"]:
         return "replay", f"boot {boot} of {node} was superseded by boot {track['boot']}"
@@ -516,6 +528,9 @@ def _record(state, event):
     """Remember the event as the node's state for its instance, unless a newer one is known."""
     slot = state["nodes"].setdefault(event["node"], {})
     old = slot.get(event["instance"]) or {}
+    if old and event["boot"] is not None and old.get("boot") == event["boot"] and None not in (old.get("seq"), event["seq"]):
+        if event["seq"] < old["seq"]:
+            return False  # an older event admitted out of order: the node's newer state stands
     if old and event["boot"] is None and old.get("boot") is None:
         # Without a boot id (notify script, older engines) the per-node seq orders, else the
         # master's receive time: an older event arriving after a newer one changes nothing.
@@ -526,6 +541,29 @@ def _record(state, event):
             return False
     slot[event["instance"]] = {"state": event["state"], "seq": event["seq"], "boot": event["boot"], "recv": event["recv"], "time": event["time"]}
     return True
+
+
+def _reconcile_owner(state, event):
+    """
+    A non-MASTER event from the node recorded as the instance's owner (its newest event: same
+    node, higher seq) means that node gave the VIP up: the owner is the node whose own newest
+    recorded state for the instance is MASTER (the one received last), if any. This undoes a
+    MASTER event that arrived late (its node was cut off): keepalived's order, per node, wins
+    over arrival order across nodes. Returns ``(old, new)`` when the owner changed, else None.
+    """
+    owner = state["owners"].get(event["instance"])
+    if event["state"] == "MASTER" or not owner or owner.get("node") != event["node"] or not _is_latest(state, event):
+        return None
+    candidates = [
+        (slot[event["instance"]].get("recv") or 0, node, slot[event["instance"]])
+        for node, slot in state["nodes"].items()
+        if node != event["node"] and (slot.get(event["instance"]) or {}).get("state") == "MASTER"
+    ]
+    if not candidates:
+        return None  # nobody else claims it: keep the record (its next MASTER confirms it)
+    recv, node, slot = max(candidates, key=lambda c: (c[0], c[1]))
+    state["owners"][event["instance"]] = {"node": node, "recv": slot.get("recv"), "seq": slot.get("seq"), "boot": slot.get("boot"), "time": time.time()}
+    return (event["node"], node)
 
 
 def _is_latest(state, event):
@@ -554,9 +592,10 @@ def _admit(state, event, cfg, now):
     if repeated:
         return {"action": repeated[0], "reason": repeated[1], "late": []}, due
     _record(state, event)
+    corrected = _reconcile_owner(state, event)
     if late:
         _note_late(state, event, late, now)
-    return {"action": None, "reason": None, "late": late}, due
+    return {"action": None, "reason": None, "late": late, "owner_corrected": corrected}, due
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,6 +785,9 @@ def _result(event, action, ok=True, **extra):
 def _on_master(event, cfg, late):
     with _state(cfg) as state:
         previous = state["owners"].get(event["instance"])
+        if not _is_latest(state, event):
+            # a newer event of the same node was admitted first (concurrent workers): it says more
+            return _result(event, "superseded", owner=previous["node"] if previous else None)
         # Events of different nodes can be handled out of order (concurrent workers): the master's
         # receive time decides who is the newer owner, never a node's clock.
         if previous and previous.get("recv") is not None and event["recv"] < previous["recv"]:
@@ -946,6 +988,14 @@ def _react(event, cfg):
     with _state(cfg) as state:
         admitted, due = _admit(state, event, cfg, now)
     _send(due)
+    corrected = admitted.get("owner_corrected")
+    if corrected and not admitted["late"]:  # a late one is in the backlog summary
+        old, new = corrected
+        _alert(
+            cfg, "info",
+            f"{event['instance']}: {old} reported {event['state']} after its MASTER event; {new} is the owner (its MASTER is the newest)",
+            instance=event["instance"], old_owner=old, new_owner=new, node=event["node"],
+        )
     if admitted["action"]:
         if admitted["action"] == "replay":
             log.warning("nginx_ha_reactor: replay rejected: %s", admitted["reason"])

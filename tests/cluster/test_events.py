@@ -813,13 +813,9 @@ def test_failover_without_the_master_and_events_delivered_in_order_afterwards(la
     moved = [e["data"]["message"] for e in bus(lab, "nginx_ha/alert/*", t_up) if "MASTER" in e["data"]["message"]]
     print(f"  owner the reactor remembers: {owner} (VIP held by {vip_holders(lab)}); its MASTER alerts: {moved}")
     print(f"  last state it remembers per node: { {n: v.get(INSTANCE) for n, v in state['nodes'].items()} }")
-    if not decided:
-        # Seen in 1 of 5 runs: the FAULT, delivered once, answered "replay" because a reactor worker
-        # admitted web-a's newer BACKUP/MASTER (same boot, higher seq) first. The outcome is right
-        # (web-a is healthy), the verdict is not: a first delivery is no replay (a warning "replay
-        # rejected" is logged), and a FAULT handled after a newer event of its node is never
-        # health-checked. Reported; xfail (not pass) while the reactor does this.
-        pytest.xfail(f"product bug (_runners/nginx_ha_reactor.py _check_sequence): web-a's FAULT, delivered once, answered as a replay: {detail}")
+    # the FAULT, delivered once, gets a decision even when a worker admitted web-a's newer events
+    # first (the reactor's anti-replay window): a first delivery is never answered "replay"
+    assert decided, detail
 
 
 def test_event_from_one_node_naming_another_changes_nothing(lab, fresh):
@@ -862,12 +858,6 @@ def test_event_from_one_node_naming_another_changes_nothing(lab, fresh):
     print(f"\n[events] forged/unsigned events: {[(e['data']['id'], e['tag']) for e in seen]} -> {[r['action'] for r in rets]}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug (_runners/nginx_ha_reactor.py _on_master/_on_backup): ownership goes to the MASTER event "
-    "received last, so web-b's MASTER delivered late (its link was cut) makes web-b the owner, and web-b's own newer "
-    "BACKUP (same boot, higher seq) does not take it back; the VIP is on web-a",
-)
 def test_a_late_master_event_does_not_make_its_sender_the_owner(lab, fresh):
     """
     web-b's management link is cut while web-a fails and takes the VIP back: web-a's events reach

@@ -401,6 +401,27 @@ def test_master_alerts_with_old_and_new_owner(world, clock, web_a, web_b):
     assert world.calls == []  # MASTER never runs anything on a node
 
 
+def test_a_late_master_undone_by_its_senders_own_backup_gives_the_vip_back_to_the_real_owner(world, clock, web_a, web_b):
+    """web-b was cut off: its MASTER (from before web-a took over) arrives after web-a's, then its own
+    BACKUP. keepalived's order per node wins: web-a is the owner again, with an info alert."""
+    assert runner.vrrp_event(*web_a.event("MASTER"))["action"] == "owner-changed"
+    late_master = web_b.event("MASTER")
+    later_backup = web_b.event("BACKUP")
+    assert runner.vrrp_event(*late_master)["new_owner"] == "web-b"
+    assert runner.vrrp_event(*later_backup)["action"] == "recorded"
+    assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+    last = world.alerts()[-1]
+    assert last["severity"] == "info" and last["new_owner"] == "web-a" and "web-b reported BACKUP after its MASTER" in last["message"]
+
+
+def test_a_master_event_overtaken_by_its_own_newer_event_changes_nothing(world, clock, web_a, web_b):
+    assert runner.vrrp_event(*web_a.event("MASTER"))["action"] == "owner-changed"
+    old_master = web_b.event("MASTER")
+    assert runner.vrrp_event(*web_b.event("BACKUP"))["action"] == "recorded"  # admitted first
+    assert runner.vrrp_event(*old_master)["action"] in ("superseded", "replay")
+    assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"
+
+
 def test_backup_is_recorded_and_stop_alerts(world, clock, web_a):
     assert runner.vrrp_event(*web_a.event("BACKUP"))["action"] == "recorded"
     assert world.fired == []
@@ -742,7 +763,7 @@ def test_seq_must_advance_per_boot_even_after_many_newer_events(world, clock, ke
         assert runner.vrrp_event(*node.event("BACKUP"))["action"] == "recorded"
     world.calls.clear()
     ret = runner.vrrp_event(*old)
-    assert ret["action"] == "replay" and "not beyond the highest seen" in ret["reason"] and world.calls == []
+    assert ret["action"] == "replay" and "below the window of the highest seen" in ret["reason"] and world.calls == []
     assert runner.vrrp_event(*node.event("BACKUP"))["action"] == "recorded"
 
 
@@ -1000,3 +1021,14 @@ def test_the_example_master_config_documents_the_defaults(configure_loader_modul
     documented = {k: v for k, v in example.items() if k != "webhook"}
     assert documented == {k: v for k, v in runner.DEFAULTS.items() if k not in ("webhook", "state_file", "actions")}
     assert {k: v for k, v in example["webhook"].items() if k != "url"} == {k: v for k, v in runner.DEFAULTS["webhook"].items() if k not in ("url", "backoff")}
+
+
+def test_an_older_event_admitted_after_a_newer_one_is_out_of_order_not_a_replay(world, clock, web_a):
+    """Concurrent workers: web-a's FAULT (delivered once) is handled after its newer BACKUP."""
+    fault = web_a.event("FAULT")
+    backup = web_a.event("BACKUP")
+    assert runner.vrrp_event(*backup)["action"] == "recorded"
+    ret = runner.vrrp_event(*fault)
+    assert ret["action"] != "replay", ret  # within the window and never seen: a real event
+    assert runner.show_state()["nodes"]["web-a"]["VI_web"]["state"] == "BACKUP"  # the newer state stands
+    assert runner.vrrp_event(*fault)["action"] == "duplicate"  # the same one again
