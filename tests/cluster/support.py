@@ -3,6 +3,7 @@
 import contextlib
 import json
 import pathlib
+import shlex
 import shutil
 import tempfile
 import time
@@ -114,7 +115,8 @@ class Poller:
             f"curl -s -o /dev/null -m {timeout} -w '%{{http_code}}\\n' {VIP_URL} >> {self.log} || echo 000 >> {self.log}; "
             f"sleep {interval}; done"
         )
-        lab.client.run(f"rm -f {self.log}; (nohup sh -c {json.dumps(script)} >/dev/null 2>&1 &)", check=True)
+        # shlex-quoted: the loop's $(date ...) must run per request, not once when it is spawned
+        lab.client.run(f"rm -f {self.log}; (nohup sh -c {shlex.quote(script)} >/dev/null 2>&1 &)", check=True)
 
     def stop(self):
         self.lab.client.run(f"touch {self.log}.stop", check=True)

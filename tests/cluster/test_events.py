@@ -266,9 +266,7 @@ class ServedPoller(Poller):
     """
     support.Poller (a request to the VIP every ``interval`` s, ``timeout`` each), logging per
     request the time it started, the HTTP code and the node whose page answered:
-    ``stop()`` -> [(time, code, node or None)]. (support.Poller passes its loop to ``sh -c`` in
-    double quotes, so the launching shell expands its ``$(date ...)`` once: every sample carries
-    the poller's start time. Here the loop is quoted with shlex.)
+    ``stop()`` -> [(time, code, node or None)].
     """
 
     def __init__(self, lab, interval=0.05, timeout=0.5, name="poll"):  # pylint: disable=super-init-not-called
