@@ -1,25 +1,18 @@
 # nginx-ha cluster pillar: ONE description of the whole cluster, the same on every node.
 # Each minion finds its own role under vrrp_instances:<name>:nodes:<minion id>.
-# Option names are keepalived's (keepalived.conf(5)) and nginx's own. Defaults live in
-# salt/nginx_ha/defaults.yaml; everything below that is commented out shows a default or an option.
+# Option names are keepalived's (keepalived.conf(5)) and nginx's own. Generated from the schema
+# (_utils/nginx_ha_schema.py) by python -m scripts.schema_docs: the commented keys below show every
+# other key with its default; uncomment and change what you need.
 nginx_ha:
   vrrp_instances:
     # One block per VRRP instance (one VIP group). Active-active: add a second instance whose
-    # MASTER is the other node.
+    # MASTER is the other node. Unset instance settings come from instance_defaults (below).
     VI_web:
       interface: eth0              # VRRP interface; a node may override it (nodes:<id>:interface)
       virtual_router_id: 68        # 1-255, unique per instance
-      # advert_int: 0.1            # seconds between adverts (a dead MASTER is replaced after ~3.6 of them)
-      # version: 3                 # VRRP version; 2 allows only whole-second advert_int
       virtual_ipaddress:           # the VIPs; 'ADDR/PREFIX [dev IF] [label L]' as keepalived takes them
         - 203.0.113.100/24
-      # nopreempt: false           # true: a recovered MASTER does not take the VIP back (all nodes start BACKUP)
-      # preempt_delay: 0           # seconds a recovered node waits before taking the VIP back (keepalived
-      #                            # ignores it on the node whose initial state is MASTER; the health check
-      #                            # already keeps a node without a healthy nginx from taking the VIP)
-      # unicast: false             # true: adverts go to the peers' unicast_src_ip instead of multicast
-      # dont_track_primary: false
-      # options: {}                # any other vrrp_instance option, passed through: {garp_master_delay: 1}
+      # options: {garp_master_delay: 1}   # any other vrrp_instance option, passed through
       nodes:                       # minion id -> role; exactly one MASTER, with the highest priority
         web-a: {state: MASTER, priority: 100}
         web-b: {state: BACKUP, priority: 99}
@@ -29,53 +22,162 @@ nginx_ha:
   #   web-a: {unicast_src_ip: 203.0.113.11, interface: eth0}
   #   web-b: {unicast_src_ip: 203.0.113.12, interface: eth0}
 
-  # local_vip: true             # every node keeps the VIPs on lo (ARP answered by the MASTER only), so a
-  #                            # request still reaching a node after the VIP moved is served or refused
-  #                            # at once, never black-holed (defaults.yaml; false: VIP on the MASTER only)
-
-  # keepalived global_defs, passed through (router_id defaults to the minion id;
-  # enable_script_security and script_user root are always on).
-  # global_defs:                         # the defaults (salt/nginx_ha/defaults.yaml) re-announce the VIP
-  #   vrrp_higher_prio_send_advert: true  # after a split brain heals; replace or extend them here
-  #   vrrp_garp_lower_prio_repeat: 5
-  #   vrrp_garp_master_refresh: 10
-
-  # The health check keepalived runs against nginx (vrrp_script): an HTTP GET of the health
-  # endpoint, so a hung nginx fails like a dead one.
+  # settings every vrrp_instance gets unless it sets its own (a mapping)
+  # instance_defaults:
+    # seconds between adverts; below 1 or fractional needs version 3 (a number within 0.01-255)
+    # advert_int: 0.1
+    # VRRP version (2 or 3)
+    # version: 3
+    # a recovered MASTER does not take the VIP back (every node starts BACKUP) (true or false)
+    # nopreempt: false
+    # seconds a recovered node waits before taking the VIP back (an integer within 0-1000)
+    # preempt_delay: 0
+    # adverts go to the peers' unicast_src_ip instead of multicast (true or false)
+    # unicast: false
+    # ignore faults of the VRRP interface (keepalived's option) (true or false)
+    # dont_track_primary: false
+    # the VRRP interface of every node (a node may override it) (an interface name (at most 15
+    # letters, digits, '_', '.', '-'), or null)
+    # interface: null
+  # every node keeps the VIPs on lo and only the MASTER answers ARP for them (true or false)
+  # local_vip: true
+  # keepalived global_defs, passed through (router_id defaults to the minion id) (a mapping of
+  # keepalived option name to value (true for a flag))
+  # global_defs: {vrrp_garp_lower_prio_repeat: ['5'], vrrp_garp_master_refresh: ['10'], vrrp_higher_prio_send_advert: true}
+  # the nginx health check (a mapping)
   # check:
-  #   interval: 1
-  #   timeout: 1
-  #   fall: 2
-  #   rise: 2
-  #   weight: 0                # 0: failing check -> FAULT (VIP moves); otherwise priority +/- weight
-  #   track_process: false     # add vrrp_track_process nginx (not in containers: needs the initial PID/net namespace)
-  #   watcher:                 # the fast path: a health watcher writing a keepalived track_file
-  #     enabled: true
-  #     interval: 0.1          # seconds between probes
-  #     retry_interval: 0.02   # after a failed probe
-  #     timeout: 0.25          # seconds for one probe
-  #     fall: 2                # failed probes before FAULT (one is enough right after nginx's master exited)
-  #     rise: 5                # good probes before healthy again
-  #     python: /usr/bin/python3
-  #     package: python3
-  #     state_file: /run/nginx_ha_health
-
-  # The nginx site served on the VIP. With no nginx key, a default site serves an index page
-  # that names the node which answered.
+    # seconds between keepalived's runs of the check (vrrp_script) (an integer within 1-4294)
+    # interval: 1
+    # seconds before a check counts as failed (an integer within 1-4294)
+    # timeout: 1
+    # failures before the node goes FAULT (or loses weight) (an integer within 1-1000)
+    # fall: 2
+    # successes before it is healthy again (an integer within 1-1000)
+    # rise: 2
+    # 0: a failing health check puts the node in FAULT (the VIP moves at once). Negative: the
+    # node's priority drops by -weight instead; it must then fall below every peer's priority
+    # (checked), so a failing node always yields. Positive weights are refused: keepalived
+    # multiplies the track file's value (1 = unhealthy) by the weight, so a failing MASTER would
+    # gain priority and keep the VIP. (0 or a negative integer down to -253)
+    # weight: 0
+    # also vrrp_track_process nginx (needs the initial PID/network namespaces) (true or false)
+    # track_process: false
+    # the fast health watcher (a mapping)
+    # watcher:
+      # the fast path: a watcher probing nginx several times a second, writing a keepalived
+      # track_file (true or false)
+      # enabled: true
+      # seconds between probes (a number within 0.01-60)
+      # interval: 0.1
+      # seconds to the next probe after a failed one (a number within 0.01-60)
+      # retry_interval: 0.02
+      # seconds for a whole probe (connect + answer) (a number within 0.01-60)
+      # timeout: 0.25
+      # failed probes in a row before the node is unhealthy (an integer within 1-1000)
+      # fall: 2
+      # good probes in a row before it is healthy again (an integer within 1-1000)
+      # rise: 5
+      # the Python 3 the watcher and the check run with (an absolute path without spaces of a
+      # file)
+      # python: /usr/bin/python3
+      # the package that provides it (null: do not install) (a package name, or null)
+      # package: python3
+      # the track_file (in /run: a rebooted node starts unhealthy) (an absolute path without
+      # spaces of a file)
+      # state_file: /run/nginx_ha_health
+  # VRRP transitions onto Salt's event bus (a mapping)
+  # events:
+    # keepalived's ordered notify FIFO, read by the nginx_ha_events engine (true or false)
+    # notify_fifo: true
+    # also a notify script sending each transition with salt-call (slower) (true or false)
+    # notify_script: false
+    # seconds the notify script may spend sending (an integer within 1-300)
+    # notify_script_timeout: 5
+    # the notify script's salt-call (a path where it is not on PATH) (an absolute path or a
+    # command name)
+    # salt_call: salt-call
+    # salt-call -c for the notify script (null: Salt's default) (an absolute path, or null)
+    # salt_config_dir: null
+    # restart salt-minion once when the engine configuration changes (true or false)
+    # restart_minion: true
+    # how, as a list of arguments (null: salt-call --local service.restart salt-minion); never run
+    # by a shell (a command: a list of arguments, or a string split into arguments, or null)
+    # minion_restart_cmd: null
+    # engine spool file (null: under the minion cachedir) (an absolute path of a file, or null)
+    # spool: null
+    # events kept while the master is unreachable (an integer within 1-1000000)
+    # buffer_size: 1000
+    # seconds per delivery attempt (an integer within 1-300)
+    # send_timeout: 5
+    # longest pause between delivery attempts (an integer within 1-3600)
+    # backoff_max: 30
+  # the nginx site on the VIP and the health endpoint (a mapping)
   # nginx:
-  #   listen: [80]
-  #   server_name: _
-  #   root: /var/www/nginx_ha
-  #   index_page: true
-  #   remove_default_site: true
-  #   client_max_body_size: 10m
-  #   health: {listen: 127.0.0.1:8081, path: /nginx_ha/health}
-  #   upstreams:
-  #     app:
-  #       servers: ['10.0.0.21:8080', '10.0.0.22:8080 backup']
-  #       keepalive: 16
-  #   locations:
-  #     /api/: {proxy_pass: app, proxy_connect_timeout: 2s, proxy_read_timeout: 30s}
-
-  # pkg_refresh: null          # refresh the package db before installing (null: Salt's default)
-  # lookup: {}                 # override OS paths/names from salt/nginx_ha/osfamilymap.yaml
+    # where the site listens (a list of ports or ADDRESS:PORT)
+    # listen: [80]
+    # server_name (one or a list) (a server name (host name, *.wildcard or _), or a list of them)
+    # server_name: [_]
+    # document root (an absolute path)
+    # root: /var/www/nginx_ha
+    # write an index.html naming the node that served it (true or false)
+    # index_page: true
+    # disable the distribution's default site (it also claims port 80) (true or false)
+    # remove_default_site: true
+    # nginx client_max_body_size (null: nginx's default) (an nginx size like 10m, or null)
+    # client_max_body_size: null
+    # the health endpoint keepalived's check and the watcher probe (a mapping)
+    # health:
+      # the local health server: a port or ADDRESS:PORT (a port 1-65535 or ADDRESS:PORT like
+      # 127.0.0.1:8081 or [::1]:8081)
+      # listen: 127.0.0.1:8081
+      # the health URL path (an optional ?query is sent as is) (a URL path like /nginx_ha/health
+      # (a ?query is allowed))
+      # path: /nginx_ha/health
+    # upstream groups (a mapping of upstream name to {servers, keepalive})
+    # upstreams: {}
+    # proxied locations (a mapping of URL path prefix to {proxy_pass, ...})
+    # locations: {}
+  # refresh the package db before installing (null: Salt's default) (true or false, or null)
+  # pkg_refresh: null
+  # OS paths and names; defaults per os_family in osfamilymap.yaml (OS paths and names (defaults
+  # per os_family in osfamilymap.yaml))
+  # lookup:
+    # packages to install (a list of a package name)
+    # packages: [keepalived, nginx, curl]
+    # keepalived paths (a mapping)
+    # keepalived:
+      # service name (a name of letters, digits, '_', '.', '-' (at most 64))
+      # service: keepalived
+      # keepalived binary (an absolute path without spaces of a file)
+      # binary: /usr/sbin/keepalived
+      # keepalived.conf (an absolute path without spaces of a file)
+      # config: /etc/keepalived/keepalived.conf
+      # root-owned directory of the scripts keepalived runs (an absolute path without spaces)
+      # script_dir: /etc/keepalived/nginx_ha
+      # keepalived's pid file (an absolute path without spaces of a file)
+      # pidfile: /run/keepalived.pid
+      # where keepalived writes its JSON state dump (an absolute path without spaces of a file)
+      # json_dump: /tmp/keepalived.json
+      # the notify FIFO the engine reads (an absolute path without spaces of a file)
+      # notify_fifo: /run/nginx_ha_vrrp.fifo
+    # nginx paths (a mapping)
+    # nginx:
+      # service name (a name of letters, digits, '_', '.', '-' (at most 64))
+      # service: nginx
+      # nginx binary (an absolute path without spaces of a file)
+      # binary: /usr/sbin/nginx
+      # nginx's main configuration (an absolute path without spaces of a file)
+      # config: /etc/nginx/nginx.conf
+      # the site nginx-ha writes (an absolute path without spaces of a file)
+      # site_config: /etc/nginx/conf.d/nginx_ha.conf
+      # the distribution's default site (null: none) (an absolute path without spaces of a file,
+      # or null)
+      # default_site: null
+      # nginx's pid file (an absolute path without spaces of a file)
+      # pidfile: /run/nginx.pid
+    # curl (an absolute path without spaces of a file)
+    # curl: /usr/bin/curl
+    # ip(8) (an absolute path without spaces of a file)
+    # ip: /usr/sbin/ip
+    # sysctl drop-in (an absolute path without spaces of a file)
+    # sysctl_config: /etc/sysctl.d/60-nginx-ha.conf

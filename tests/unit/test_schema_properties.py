@@ -188,10 +188,11 @@ def test_a_port_written_as_a_string_is_an_integer():
 
 
 def test_schema_defaults_are_the_documented_defaults():
-    """defaults.yaml and the README's key table are generated from the schema and up to date."""
+    """defaults.yaml, the example pillar and the README's key table come from the schema, up to date."""
     from scripts import schema_docs
 
     assert (formula.FORMULA / "defaults.yaml").read_text() == schema_docs.defaults_yaml()
+    assert (formula.REPO / "pillar" / "nginx_ha.sls").read_text() == schema_docs.example_pillar()
     readme = (formula.REPO / "README.md").read_text()
     assert schema_docs.readme_table() in readme
 
