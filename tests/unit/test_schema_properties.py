@@ -209,3 +209,41 @@ def test_the_generator_reaches_the_daemons():
         except model.ModelError:
             pass
     assert valid >= 40, valid
+
+
+def render_sls(name, node):
+    """Render a formula SLS with plain Jinja and Salt's filters that it uses (json, quote), then YAML."""
+    import json
+    import shlex
+
+    import jinja2
+    import yaml
+
+    # map.jinja's import_yaml is Salt's own tag: a stand-in that asks node_config as map.jinja does
+    stand_in = jinja2.DictLoader({"nginx_ha/map.jinja": '{%- set nginx_ha = salt["nginx_ha.node_config"]() %}'})
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader([stand_in, jinja2.FileSystemLoader(str(formula.FORMULA.parent))]), extensions=["jinja2.ext.do"])
+    env.filters["json"] = lambda v: json.dumps(v)
+    env.filters["quote"] = shlex.quote
+    salt = {"nginx_ha.node_config": lambda **kw: node, "config.get": lambda key, default=None: default}
+    text = env.get_template(f"nginx_ha/{name}.sls").render(tpldir="nginx_ha", salt=salt)
+    return yaml.safe_load(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(argv=st.lists(NASTY.filter(lambda a: "\x00" not in a and "\n" not in a and "\r" not in a), min_size=1, max_size=4))
+def test_the_minion_restart_command_reaches_the_shell_quoted(argv):
+    """events:minion_restart_cmd (cmd.run hands its name to a shell): each argument arrives as itself."""
+    import shlex
+
+    pillar = copy.deepcopy(BASE)
+    pillar["events"] = {"minion_restart_cmd": argv}
+    config = formula.merged(pillar)
+    try:
+        node = model.node_view(config, "web-a")
+    except model.ModelError as exc:
+        assert all(e.startswith("nginx_ha:events:minion_restart_cmd") for e in exc.errors), exc.errors
+        return
+    node["lookup"] = config["lookup"]
+    states = render_sls("events", node)
+    name = states["nginx_ha_events_minion_restart"]["cmd.run"][0]["name"]
+    assert shlex.split(name) == argv
