@@ -52,19 +52,27 @@ def defaults_yaml():
         "nginx_ha:",
     ]
 
+    out.extend(_default_lines())
+    return "\n".join(out) + "\n"
+
+
+def _default_lines(prefix="", skip=()):
+    """Every key that has a default, its doc and type as comments; ``prefix`` comments the keys out."""
+    out = []
+
     def walk(kind, indent):
         for name, field in kind.fields.items():
-            if field.required:
+            if field.required or (indent == 2 and name in skip):
                 continue
             out.extend(_comment_lines(f"{field.doc} ({field.kind.describe()})", indent))
             if isinstance(field.kind, schema.Dict) and field.default is None:
-                out.append(" " * indent + f"{name}:")
+                out.append(" " * indent + f"{prefix}{name}:")
                 walk(field.kind, indent + 2)
             else:
-                out.append(" " * indent + f"{name}: {_value(field.default)}")
+                out.append(" " * indent + f"{prefix}{name}: {_value(field.default)}")
 
     walk(schema.SCHEMA, 2)
-    return "\n".join(out) + "\n"
+    return out
 
 
 EXAMPLE_CLUSTER = """\
@@ -96,20 +104,7 @@ nginx_ha:
 
 def example_pillar():
     """The commented example pillar: a two-node cluster, then every other key with its default."""
-    out = [EXAMPLE_CLUSTER.rstrip("\n"), ""]
-
-    def walk(kind, indent):
-        for name, field in kind.fields.items():
-            if field.required or name in ("vrrp_instances", "nodes") and indent == 2:
-                continue
-            out.extend(_comment_lines(f"{field.doc} ({field.kind.describe()})", indent))
-            if isinstance(field.kind, schema.Dict) and field.default is None:
-                out.append(" " * indent + f"# {name}:")
-                walk(field.kind, indent + 2)
-            else:
-                out.append(" " * indent + f"# {name}: {_value(field.default)}")
-
-    walk(schema.SCHEMA, 2)
+    out = [EXAMPLE_CLUSTER.rstrip("\n"), ""] + _default_lines(prefix="# ", skip=("vrrp_instances", "nodes"))
     return "\n".join(out) + "\n"
 
 
