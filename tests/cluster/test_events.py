@@ -785,8 +785,17 @@ def test_failover_without_the_master_and_events_delivered_in_order_afterwards(la
     # handled: never a decision of its own. The first delivery must get one.
     fault_seq = a_events[0]["data"]["data"]["seq"]
     wait_reactor_idle(lab, 120, what="the reactor done with the backlog (a decision per delivery)", after=t0)
-    deliveries = bus(lab, f"nginx_ha/vrrp/{INSTANCE}/fault", t0, where=lambda e: e["data"].get("id") == "web-a")
-    rets = reactor_returns(lab, t0, lambda r: r.get("node") == "web-a" and r.get("state") == "FAULT")
+    deliveries = bus(
+        lab, f"nginx_ha/vrrp/{INSTANCE}/fault", t0,
+        where=lambda e: e["data"].get("id") == "web-a" and e["data"]["data"].get("seq") == fault_seq,
+    )
+    faults = reactor_returns(lab, t0, lambda r: r.get("node") == "web-a" and r.get("state") == "FAULT")
+    rets = [r for r in faults if r.get("seq") == fault_seq]
+    # A later FAULT of web-a can only come from the reactor's own restart of web-a (when its health
+    # check could not reach web-a's minion yet, the late FAULT is healed by a restart, a real
+    # transition): it shares that restart or gets its own decision, never an error.
+    later = [r for r in faults if r.get("seq") != fault_seq]
+    assert all(r["action"] in REPEATS + ("coalesced", "already-healthy", "superseded", "restarted") for r in later), later
     decided = [r for r in rets if r["action"] not in REPEATS]
     detail = {
         "FAULT deliveries (stamp, seq)": [(e["stamp"], e["data"]["data"]["seq"]) for e in deliveries],
@@ -794,7 +803,7 @@ def test_failover_without_the_master_and_events_delivered_in_order_afterwards(la
             (r.get("state"), r.get("seq"), r.get("action"), r.get("reason")) for r in reactor_returns(lab, t0, lambda r: r.get("node") == "web-a")
         ],
     }
-    assert len(rets) == len(deliveries) and all(r["seq"] == fault_seq for r in rets), detail  # each delivery of that FAULT answered
+    assert len(rets) == len(deliveries), detail  # each delivery of that FAULT answered
     # already-healthy: its health check reached web-a, whose nginx had recovered; superseded: web-a's
     # BACKUP and MASTER (newer, same boot) were recorded before the FAULT's worker started;
     # restarted: web-a's minion had not reconnected to the restarted master in time to answer the
