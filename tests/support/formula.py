@@ -131,3 +131,17 @@ def load_module_file(path):
 def shell_quote(value):
     """The notify script's quoting (its q() macro): one single-quoted shell word."""
     return "'" + str(value).replace("'", "'\\''") + "'"
+
+
+def two_node_pillar(backup_priority=99):
+    """The smallest cluster pillar the unit tests start from: VI_web, web-a MASTER (100), web-b BACKUP."""
+    return {
+        "vrrp_instances": {
+            "VI_web": {
+                "interface": "eth0",
+                "virtual_router_id": 68,
+                "virtual_ipaddress": ["203.0.113.100/24"],
+                "nodes": {"web-a": {"state": "MASTER", "priority": 100}, "web-b": {"state": "BACKUP", "priority": backup_priority}},
+            }
+        }
+    }

@@ -6,16 +6,7 @@ import pytest
 
 from tests.support import formula
 
-BASE = {
-    "vrrp_instances": {
-        "VI_web": {
-            "interface": "eth0",
-            "virtual_router_id": 68,
-            "virtual_ipaddress": ["203.0.113.100/24"],
-            "nodes": {"web-a": {"state": "MASTER", "priority": 100}, "web-b": {"state": "BACKUP", "priority": 99}},
-        }
-    }
-}
+BASE = formula.two_node_pillar()
 
 
 def errors_for(change):

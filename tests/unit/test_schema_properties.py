@@ -24,16 +24,7 @@ model = formula.model()
 schema = formula.schema()
 EXAMPLES = int(os.environ.get("NGINX_HA_HYPOTHESIS_EXAMPLES", "300"))
 
-BASE = {
-    "vrrp_instances": {
-        "VI_web": {
-            "interface": "eth0",
-            "virtual_router_id": 68,
-            "virtual_ipaddress": ["203.0.113.100/24"],
-            "nodes": {"web-a": {"state": "MASTER", "priority": 100}, "web-b": {"state": "BACKUP", "priority": 90}},
-        }
-    }
-}
+BASE = formula.two_node_pillar(backup_priority=90)  # low enough for the negative weights generated below
 
 # Ordinary-but-unusual text: spaces, quotes, shell and config metacharacters, newlines, unicode.
 NASTY = st.text(alphabet=st.sampled_from(list("aZ09 /._-?&=;:$`'\"\\{}#%@+,~*()[]!<>|\n\t\r") + ["é", "\x00"]), max_size=24)
