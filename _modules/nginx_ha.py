@@ -19,37 +19,43 @@ import urllib.request
 
 import salt.utils.dictupdate
 import salt.utils.platform
-import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+# The extension's own Python (_utils/): Salt's loader puts the utils directories (synced extmods or
+# the pip package's) on sys.path while it imports this module, so plain imports work for both installs.
+try:
+    import nginx_ha_model as model
+    import nginx_ha_schema as schema
+    import nginx_ha_status
+
+    IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by __virtual__
+    IMPORT_ERROR = exc
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "nginx_ha"
 
-OSFAMILYMAP_URL = "salt://nginx_ha/osfamilymap.yaml"
+# Where the last state run records this node's configuration (JSON, root 0600). The queries below
+# answer from it, so they need neither the master nor the pillar (`salt-call --local`).
+# Minion config `nginx_ha.node_file` moves it.
+NODE_FILE = "/etc/keepalived/nginx_ha/node.json"
 
 
 def __virtual__():
     if not salt.utils.platform.is_linux():
         return (False, "nginx_ha: keepalived VRRP and this module need Linux")
-    for util in ("nginx_ha_schema.defaults", "nginx_ha_model.node_view", "nginx_ha_model.health_endpoints", "nginx_ha_status.parse_keepalived_json"):
-        if util not in __utils__:
-            return (False, f"nginx_ha: the {util.split('.')[0]} utils module is missing; run saltutil.sync_all")
+    if IMPORT_ERROR is not None:
+        return (False, f"nginx_ha: the extension's utils are missing ({IMPORT_ERROR}); run saltutil.sync_all or pip install nginx-ha")
     return __virtualname__
 
 
-def _load_yaml(url, what):
-    text = __salt__["cp.get_file_str"](url, saltenv=__opts__.get("saltenv") or "base")
-    if not text:
-        raise CommandExecutionError(f"nginx_ha: cannot read {what} from {url}; is the formula in the master's file_roots?")
-    return salt.utils.yaml.safe_load(text)
-
-
-def merged_config(defaults=None, osfamilymap=None, pillar=None):
+def merged_config(defaults=None, lookup=None, pillar=None):
     """
     Return the cluster configuration as the formula sees it: the schema's defaults
-    (``_utils/nginx_ha_schema.py``) merged with this OS family's entry of ``osfamilymap.yaml``
-    (under ``lookup``) and the ``nginx_ha`` pillar. Not validated; see :py:func:`node_config`.
+    (``_utils/nginx_ha_schema.py``) with this OS family's paths and names under ``lookup``
+    (``OS_FAMILY_LOOKUP`` there), merged with the ``nginx_ha`` pillar. Not validated; see
+    :py:func:`node_config`. Reads only the minion's pillar: nothing from the master's fileserver.
 
     CLI Example:
 
@@ -58,31 +64,32 @@ def merged_config(defaults=None, osfamilymap=None, pillar=None):
         salt 'web-a' nginx_ha.merged_config
     """
     if defaults is None:
-        defaults = __utils__["nginx_ha_schema.defaults"]()
-    if osfamilymap is None:
-        osfamilymap = _load_yaml(OSFAMILYMAP_URL, "the OS family map")
+        defaults = schema.defaults()
     if pillar is None:
         # unmask: Salt 3008 redacts pillar values returned to callers unless asked not to.
         pillar = __salt__["pillar.get"]("nginx_ha", {}, unmask=True)
     if not isinstance(pillar, dict):
         raise SaltInvocationError(f"nginx_ha: pillar key nginx_ha is {pillar!r}, not a mapping")
     config = copy.deepcopy(defaults.get("nginx_ha", defaults))
-    os_family = __grains__.get("os_family")
-    lookup = copy.deepcopy((osfamilymap or {}).get(os_family) or {})
-    if not lookup:
-        raise CommandExecutionError(
-            f"nginx_ha: os_family {os_family!r} is not in osfamilymap.yaml; set nginx_ha:lookup in the pillar"
-        )
+    if lookup is None:
+        os_family = __grains__.get("os_family")
+        lookup = schema.lookup_for(os_family)
+        if lookup is None and not pillar.get("lookup"):
+            raise CommandExecutionError(
+                f"nginx_ha: os_family {os_family!r} has no defaults (known: {', '.join(sorted(schema.OS_FAMILY_LOOKUP))}); "
+                "set nginx_ha:lookup in the pillar"
+            )
     # schema defaults < this OS family's entry < the pillar's lookup (merged below)
-    config["lookup"] = salt.utils.dictupdate.update(config.get("lookup") or {}, lookup, merge_lists=False)
+    config["lookup"] = salt.utils.dictupdate.update(config.get("lookup") or {}, copy.deepcopy(lookup or {}), merge_lists=False)
     return salt.utils.dictupdate.update(config, copy.deepcopy(pillar), merge_lists=False)
 
 
-def node_config(minion_id=None, defaults=None, osfamilymap=None, pillar=None):
+def node_config(minion_id=None, defaults=None, lookup=None, pillar=None):
     """
-    Return this node's validated view of the cluster: its VRRP instances (with its own state,
-    priority, interface and unicast peers), the health check and the nginx site, as the
-    ``nginx_ha`` states render them.
+    Return this node's validated view of the cluster, computed from the pillar: its VRRP
+    instances (with its own state, priority, interface and unicast peers), the health check and
+    the nginx site, as the ``nginx_ha`` states render them. (The queries answer from what the last
+    state run deployed instead: :py:func:`deployed`.)
 
     Raises ``SaltInvocationError`` listing every invalid pillar key with its value, or when this
     minion has no role in any instance.
@@ -97,20 +104,77 @@ def node_config(minion_id=None, defaults=None, osfamilymap=None, pillar=None):
         salt 'web-*' nginx_ha.node_config
         salt 'web-a' nginx_ha.node_config minion_id=web-b
     """
-    config = merged_config(defaults=defaults, osfamilymap=osfamilymap, pillar=pillar)
+    config = merged_config(defaults=defaults, lookup=lookup, pillar=pillar)
     minion_id = minion_id or __grains__["id"]
     try:
-        view = __utils__["nginx_ha_model.node_view"](config, minion_id)
+        view = model.node_view(config, minion_id)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from exc
     view["lookup"] = config["lookup"]
     active = active_health(view)
     view["health_endpoints"] = {
         # what nginx serves while the health path switches: the new endpoint and the probed one
-        "transitional": __utils__["nginx_ha_model.health_endpoints"](view, active),
-        "final": __utils__["nginx_ha_model.health_endpoints"](view),
+        "transitional": model.health_endpoints(view, active),
+        "final": model.health_endpoints(view),
     }
+    view["node_file"] = node_file()
     return view
+
+
+def node_file():
+    """
+    Return the path of the file where the state run records this node's configuration
+    (``/etc/keepalived/nginx_ha/node.json``, or the minion option ``nginx_ha.node_file``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local nginx_ha.node_file
+    """
+    path = __opts__.get("nginx_ha.node_file") or (__opts__.get("nginx_ha") or {}).get("node_file") or NODE_FILE
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise SaltInvocationError(f"nginx_ha: minion option nginx_ha.node_file must be an absolute path, not {path!r}")
+    return path
+
+
+def deployed():
+    """
+    Return this node's configuration as the last ``nginx_ha`` state run deployed it (what the
+    running keepalived and nginx were configured with), read from :py:func:`node_file`. Needs
+    neither the master nor the pillar: during an incident, on the node,
+    ``salt-call --local nginx_ha.<query>`` answers from it. Before the first state run there is no
+    such file and the queries compute the view from the pillar (:py:func:`node_config`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local nginx_ha.deployed
+    """
+    path = node_file()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"nginx_ha: cannot read this node's deployed configuration {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("instances"), list) or not isinstance(data.get("lookup"), dict):
+        raise CommandExecutionError(f"nginx_ha: {path} is not a node configuration written by the nginx_ha states")
+    return data
+
+
+def _node():
+    """The configuration the queries answer from: the deployed one, else (never applied) the pillar's."""
+    node = deployed()
+    if node is None:
+        if __opts__.get("file_client") == "local" and not __salt__["pillar.get"]("nginx_ha", {}, unmask=True):
+            raise CommandExecutionError(
+                f"nginx_ha: no deployed configuration at {node_file()} and no nginx_ha pillar here; apply the nginx_ha states first"
+            )
+        node = node_config()
+    return node
 
 
 def _health_settings_file(lookup):
@@ -129,7 +193,7 @@ def active_health(node=None):
 
         salt 'web-a' nginx_ha.active_health
     """
-    node = node or node_config()
+    node = node or _node()
     path = _health_settings_file(node["lookup"])
     try:
         with open(path, encoding="utf-8") as fh:
@@ -153,7 +217,7 @@ def validate_pillar(pillar=None):
 
         salt 'web-a' nginx_ha.validate_pillar
     """
-    return __utils__["nginx_ha_model.validate"](merged_config(pillar=pillar))
+    return model.validate(merged_config(pillar=pillar))
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +274,7 @@ def _keepalived_dump(lookup, pid, timeout=3.0):
         while time.monotonic() < deadline:
             try:
                 with open(path, encoding="utf-8") as fh:
-                    return __utils__["nginx_ha_status.parse_keepalived_json"](fh.read())
+                    return nginx_ha_status.parse_keepalived_json(fh.read())
             except FileNotFoundError:
                 pass
             except ValueError as exc:  # still being written
@@ -225,7 +289,7 @@ def _local_addresses(lookup):
     res = __salt__["cmd.run_all"]([lookup["ip"], "-j", "addr"], python_shell=False, ignore_retcode=True)
     if res["retcode"] != 0:
         raise CommandExecutionError(f"nginx_ha: ip -j addr failed: {res['stderr']}")
-    return __utils__["nginx_ha_status.parse_ip_addr"](res["stdout"])
+    return nginx_ha_status.parse_ip_addr(res["stdout"])
 
 
 def vip_status(instance=None):
@@ -245,7 +309,10 @@ def vip_status(instance=None):
         salt '*' nginx_ha.vip_status
         salt 'web-a' nginx_ha.vip_status VI_web --out json
     """
-    node = node_config()
+    return _vip_status(_node(), instance)
+
+
+def _vip_status(node, instance=None):
     lookup = node["lookup"]
     instances = {inst["name"]: inst for inst in node["instances"]}
     if instance is not None and instance not in instances:
@@ -255,7 +322,7 @@ def vip_status(instance=None):
     pid = _keepalived_pid(lookup)
     dump = _keepalived_dump(lookup, pid) if pid else {}
     addresses = _local_addresses(lookup)
-    build = __utils__["nginx_ha_status.instance_status"]
+    build = nginx_ha_status.instance_status
     return {
         name: build(inst, dump.get(name), addresses, pid is not None)
         for name, inst in sorted(instances.items())
@@ -296,7 +363,10 @@ def check_config():
 
         salt '*' nginx_ha.check_config
     """
-    lookup = node_config()["lookup"]
+    return _check_config(_node()["lookup"])
+
+
+def _check_config(lookup):
     return {
         "keepalived": _run_check([lookup["keepalived"]["binary"], "-t", "-f", lookup["keepalived"]["config"]]),
         "nginx": _run_check([lookup["nginx"]["binary"], "-t", "-q", "-c", lookup["nginx"]["config"]]),
@@ -329,10 +399,10 @@ def health():
         salt '*' nginx_ha.health
         salt -C 'I@nginx_ha:vrrp_instances' nginx_ha.health --out json
     """
-    node = node_config()
+    node = _node()
     lookup = node["lookup"]
     answers, detail = _nginx_answers(node["nginx"]["health"]["url"], float(node["check"]["timeout"]))
-    configs = check_config()
+    configs = _check_config(lookup)
     ka_output = configs["keepalived"]["output"]
     script_ok = "Disabling track script" not in ka_output and "insecure" not in ka_output.lower()
     result = {
@@ -351,7 +421,7 @@ def health():
     result["maintenance_pending"] = _maintenance_pending(lookup)
     result["maintenance"] = result["maintenance"] or result["maintenance_pending"]
     try:  # keepalived's state per instance (STOP when it is not running), for a peer deciding on maintenance
-        result["vrrp"] = {name: status["state"] for name, status in vip_status().items()}
+        result["vrrp"] = {name: inst_status["state"] for name, inst_status in _vip_status(node).items()}
     except (CommandExecutionError, OSError) as exc:
         result["vrrp"] = {inst["name"]: "UNKNOWN" for inst in node["instances"]}
         result["vrrp_detail"] = str(exc)
@@ -394,6 +464,11 @@ def _peer_health(peers, timeout):
     """
     if not peers:
         return {}
+    if __opts__.get("file_client") == "local":
+        raise CommandExecutionError(
+            "nginx_ha: maintenance on asks the peers through the master, which a masterless call (salt-call --local) "
+            f"cannot reach; check {', '.join(peers)} yourself (salt-call --local nginx_ha.health there) and use force=True"
+        )
     try:
         ret = __salt__["publish.publish"](",".join(peers), "nginx_ha.health", tgt_type="list", timeout=timeout)
     except Exception as exc:  # publish raises a variety of errors when the master is unreachable
@@ -438,7 +513,7 @@ def maintenance(mode, force=False, wait=10, timeout=10):
     mode = {True: "on", False: "off"}.get(mode, str(mode).lower())
     if mode not in ("on", "off"):
         raise SaltInvocationError(f"nginx_ha.maintenance: mode {mode!r} is not on or off")
-    node = node_config()
+    node = _node()
     lookup = node["lookup"]
     if _keepalived_pid(lookup) is None:
         raise CommandExecutionError("nginx_ha: keepalived is not running here; nothing to hand over")
@@ -474,7 +549,7 @@ def maintenance(mode, force=False, wait=10, timeout=10):
             _remove_maintenance_pending(lookup)
     deadline = time.monotonic() + float(wait)
     while True:
-        status = vip_status()
+        status = _vip_status(node)
         held = sorted(name for name, s in status.items() if s["holds_vip"])
         if mode == "on":
             done = not held
@@ -787,7 +862,7 @@ def restart_nginx(grace=5, timeout=10):
         salt 'web-a' nginx_ha.restart_nginx grace=10 timeout=20
     """
     grace, timeout = float(grace), float(timeout)
-    node = node_config()
+    node = _node()
     lookup = node["lookup"]
     name = lookup["nginx"]["service"]
     url = node["nginx"]["health"]["url"]

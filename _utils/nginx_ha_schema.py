@@ -645,8 +645,35 @@ LOOKUP = Dict(
         "ip": Field(AbsPath(), "/usr/sbin/ip", "ip(8)"),
         "sysctl_config": Field(AbsPath(), "/etc/sysctl.d/60-nginx-ha.conf", "sysctl drop-in"),
     },
-    "OS paths and names (defaults per os_family in osfamilymap.yaml)",
+    "OS paths and names (defaults per os_family in OS_FAMILY_LOOKUP)",
 )
+
+# What differs from LOOKUP's defaults on each supported os_family (grain). A node merges: LOOKUP's
+# defaults < its family's entry < the pillar's nginx_ha:lookup. Families not listed here are
+# refused unless the pillar gives the lookup (see lookup_for()). Kept here, in Python, so a node
+# needs nothing from the master's fileserver at run time.
+OS_FAMILY_LOOKUP = {
+    "Debian": {
+        "nginx": {"default_site": "/etc/nginx/sites-enabled/default"},
+    },
+    "RedHat": {
+        "nginx": {"default_site": None},
+    },
+}
+
+
+def lookup_for(os_family):
+    """LOOKUP's defaults merged with ``os_family``'s entry of OS_FAMILY_LOOKUP; None for an unknown family."""
+    if os_family not in OS_FAMILY_LOOKUP:
+        return None
+
+    def merge(base, extra):
+        out = copy.deepcopy(base)
+        for key, value in extra.items():
+            out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else copy.deepcopy(value)
+        return out
+
+    return merge(defaults()["lookup"], OS_FAMILY_LOOKUP[os_family])
 
 GLOBAL_DEFS_DEFAULT = {
     # After a split brain heals, the MASTER that kept the VIP sends no gratuitous ARP by itself: the
@@ -668,7 +695,7 @@ SCHEMA = Dict(
         "events": Field(EVENTS, None, "VRRP transitions onto Salt's event bus"),
         "nginx": Field(NGINX, None, "the nginx site on the VIP and the health endpoint"),
         "pkg_refresh": Field(Nullable(Bool()), None, "refresh the package db before installing (null: Salt's default)"),
-        "lookup": Field(LOOKUP, None, "OS paths and names; defaults per os_family in osfamilymap.yaml"),
+        "lookup": Field(LOOKUP, None, "OS paths and names; defaults per os_family in OS_FAMILY_LOOKUP (_utils/nginx_ha_schema.py)"),
     },
     "the nginx_ha pillar",
 )

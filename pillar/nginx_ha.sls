@@ -139,8 +139,8 @@ nginx_ha:
     # locations: {}
   # refresh the package db before installing (null: Salt's default) (true or false, or null)
   # pkg_refresh: null
-  # OS paths and names; defaults per os_family in osfamilymap.yaml (OS paths and names (defaults
-  # per os_family in osfamilymap.yaml))
+  # OS paths and names; defaults per os_family in OS_FAMILY_LOOKUP (_utils/nginx_ha_schema.py) (OS
+  # paths and names (defaults per os_family in OS_FAMILY_LOOKUP))
   # lookup:
     # packages to install (a list of a package name)
     # packages: [keepalived, nginx, curl]

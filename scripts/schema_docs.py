@@ -48,7 +48,7 @@ def defaults_yaml():
     out = [
         "# nginx_ha defaults: generated from _utils/nginx_ha_schema.py (python -m scripts.schema_docs).",
         "# The formula reads the schema itself; this file shows every default in one place. A pillar",
-        "# overrides any key; OS paths come from osfamilymap.yaml under lookup.",
+        "# overrides any key; OS paths (lookup) default per os_family (OS_FAMILY_LOOKUP in _utils/nginx_ha_schema.py).",
         "nginx_ha:",
     ]
 

@@ -33,3 +33,19 @@ nginx_ha_keepalived_running:
       - sysctl: nginx_ha_sysctl_arp_announce_{{ iface }}
 {%- endfor %}
 {%- endif %}
+
+{#- What the queries (nginx_ha.vip_status, health, maintenance, ...) answer from, on the node,
+    with or without the master (`salt-call --local`): this node's configuration, recorded once
+    keepalived runs with it. Root-only: it holds the whole node view. #}
+nginx_ha_node_config_recorded:
+  file.serialize:
+    - name: {{ nginx_ha.node_file | yaml_dquote }}
+    - dataset: {{ nginx_ha | json }}
+    - serializer: json
+    - show_changes: False
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    - require:
+      - service: nginx_ha_keepalived_running

@@ -37,7 +37,8 @@ def defaults():
 
 
 def osfamilymap():
-    return yaml.safe_load((FORMULA / "osfamilymap.yaml").read_text())
+    """{os_family: its lookup}, as the schema gives it (OS_FAMILY_LOOKUP over LOOKUP's defaults)."""
+    return {family: schema().lookup_for(family) for family in schema().OS_FAMILY_LOOKUP}
 
 
 def example_pillar():
@@ -45,7 +46,7 @@ def example_pillar():
 
 
 def merged(pillar, os_family="Debian"):
-    """schema defaults <- osfamilymap[os_family] (as lookup) <- pillar, as nginx_ha.merged_config does."""
+    """schema defaults <- the os_family's lookup <- pillar, as nginx_ha.merged_config does."""
     import salt.utils.dictupdate
 
     config = schema().defaults()

@@ -11,11 +11,8 @@ model = formula.model()
 PILLAR = formula.example_pillar()
 
 
-def file_str(url, saltenv="base"):
-    return {
-        "salt://nginx_ha/defaults.yaml": (formula.FORMULA / "defaults.yaml").read_text(),
-        "salt://nginx_ha/osfamilymap.yaml": (formula.FORMULA / "osfamilymap.yaml").read_text(),
-    }.get(url, False)
+def no_fileserver(*args, **kwargs):
+    raise AssertionError("the module must not fetch anything from the master's fileserver")
 
 
 @pytest.fixture
@@ -24,18 +21,17 @@ def pillar():
 
 
 @pytest.fixture
-def configure_loader_modules(pillar):
+def configure_loader_modules(pillar, tmp_path):
     return {
         mod: {
-            "__salt__": {"cp.get_file_str": file_str, "pillar.get": lambda key, default=None, unmask=False: pillar.get(key, default) if unmask else "**********"},
-            "__grains__": {"id": "web-b", "os_family": "Debian"},
-            "__opts__": {"saltenv": None},
-            "__utils__": {
-                "nginx_ha_schema.defaults": formula.schema().defaults,
-                "nginx_ha_model.node_view": model.node_view,
-                "nginx_ha_model.health_endpoints": model.health_endpoints,
-                "nginx_ha_model.validate": model.validate,
+            "__salt__": {
+                "cp.get_file_str": no_fileserver,
+                "cp.cache_file": no_fileserver,
+                "pillar.get": lambda key, default=None, unmask=False: pillar.get(key, default) if unmask else "**********",
             },
+            "__grains__": {"id": "web-b", "os_family": "Debian"},
+            "__opts__": {"saltenv": None, "nginx_ha.node_file": str(tmp_path / "deployed" / "node.json")},
+            "__context__": {},
         }
     }
 
@@ -74,14 +70,74 @@ def test_pillar_not_a_mapping(pillar):
 
 def test_unknown_os_family():
     mod.__grains__["os_family"] = "Solaris"
-    with pytest.raises(CommandExecutionError, match="os_family 'Solaris' is not in osfamilymap.yaml"):
+    with pytest.raises(CommandExecutionError, match="os_family 'Solaris' has no defaults .*set nginx_ha:lookup"):
         mod.node_config()
 
 
-def test_formula_missing_on_master():
-    mod.__salt__["cp.get_file_str"] = lambda *a, **k: False
-    with pytest.raises(CommandExecutionError, match="cannot read the OS family map"):
-        mod.node_config()
+def test_unknown_os_family_with_a_lookup_in_the_pillar(pillar):
+    mod.__grains__["os_family"] = "Solaris"
+    pillar["nginx_ha"] = dict(PILLAR, lookup={"curl": "/opt/bin/curl"})
+    view = mod.node_config()
+    assert view["lookup"]["curl"] == "/opt/bin/curl" and view["lookup"]["keepalived"]["binary"] == "/usr/sbin/keepalived"
+
+
+@pytest.mark.parametrize("family, default_site", [("Debian", "/etc/nginx/sites-enabled/default"), ("RedHat", None)])
+def test_os_family_lookup_comes_from_the_schema(family, default_site):
+    mod.__grains__["os_family"] = family
+    assert mod.node_config()["lookup"]["nginx"]["default_site"] == default_site
+
+
+# ---- the deployed configuration: what the queries answer from, without master or pillar ----
+
+
+def test_node_config_names_the_node_file(tmp_path):
+    assert mod.node_config()["node_file"] == str(tmp_path / "deployed" / "node.json")
+    del mod.__opts__["nginx_ha.node_file"]
+    assert mod.node_file() == "/etc/keepalived/nginx_ha/node.json"
+    mod.__opts__["nginx_ha"] = {"node_file": "relative/node.json"}
+    with pytest.raises(SaltInvocationError, match="absolute path"):
+        mod.node_file()
+
+
+def test_deployed_is_none_before_the_first_run():
+    assert mod.deployed() is None
+
+
+def write_deployed(view):
+    path = mod.node_file()
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(view, fh)
+    return view
+
+
+def test_queries_answer_from_the_deployed_file_not_the_pillar(pillar, monkeypatch):
+    deployed = write_deployed(mod.node_config())
+    pillar["nginx_ha"] = {"vrrp_instances": "broken"}  # the pillar changed (or is gone): not applied yet
+    mod.__salt__["pillar.get"] = lambda *a, **k: (_ for _ in ()).throw(AssertionError("queries must not read the pillar"))
+    assert mod.deployed() == deployed
+    assert mod._node() == deployed
+    assert mod.active_health() is None
+
+
+def test_damaged_deployed_file_is_a_clear_error():
+    write_deployed({"id": "web-b"})
+    with pytest.raises(CommandExecutionError, match="is not a node configuration"):
+        mod.deployed()
+    with open(mod.node_file(), "w") as fh:
+        fh.write("{not json")
+    with pytest.raises(CommandExecutionError, match="cannot read this node's deployed configuration"):
+        mod.vip_status()
+
+
+def test_masterless_call_without_a_deployed_file_says_apply_first(pillar):
+    pillar["nginx_ha"] = {}
+    mod.__opts__["file_client"] = "local"
+    with pytest.raises(CommandExecutionError, match="no deployed configuration at .* apply the nginx_ha states first"):
+        mod.vip_status()
 
 
 def test_validate_pillar_valid():
@@ -105,13 +161,6 @@ DATA = formula.REPO / "tests" / "unit" / "data"
 def live(monkeypatch):
     """web-a, keepalived running as MASTER, the VIP on eth0 (outputs captured from the real tools)."""
     mod.__grains__["id"] = "web-a"
-    mod.__utils__.update(
-        {
-            "nginx_ha_status.parse_keepalived_json": status_utils.parse_keepalived_json,
-            "nginx_ha_status.parse_ip_addr": status_utils.parse_ip_addr,
-            "nginx_ha_status.instance_status": status_utils.instance_status,
-        }
-    )
     ip_out = (DATA / "ip-addr-master.json").read_text()
     mod.__salt__["cmd.run_all"] = lambda cmd, **kw: {"retcode": 0, "stdout": ip_out, "stderr": ""}
     state = {"pid": 4242}
@@ -220,6 +269,15 @@ def test_maintenance_on_refuses_when_the_master_is_unreachable(marks):
     with pytest.raises(CommandExecutionError, match="cannot ask the peers"):
         mod.maintenance("on", wait=0)
     assert not marks["maintenance"].exists() and not marks["pending"].exists()
+
+
+def test_maintenance_on_masterless_refuses_at_once_and_names_the_way_out(marks):
+    mod.__opts__["file_client"] = "local"  # salt-call --local: no master to carry the peer query
+    with pytest.raises(CommandExecutionError, match="salt-call --local.*cannot reach; check web-b yourself.*force=True"):
+        mod.maintenance("on", wait=0)
+    assert not marks["maintenance"].exists() and not marks["pending"].exists()
+    assert mod.maintenance("on", force=True, wait=0)["maintenance"] is True
+    assert mod.maintenance("off", wait=0)["maintenance"] is False
 
 
 def test_maintenance_both_nodes_at_once_both_refuse(marks, tmp_path, monkeypatch):
