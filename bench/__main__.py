@@ -143,6 +143,35 @@ def calibration(bench, lab):
     return out
 
 
+def query_timings(bench, lab, runs=5):
+    """A minion query through the master beside test.ping, and on the node with `salt-call --local` (no master)."""
+
+    def median(values):
+        return round(sorted(values)[len(values) // 2], 3)
+
+    def through_master(fun):
+        took = []
+        for _ in range(runs):
+            t0 = time.monotonic()
+            lab.salt(profiles.MASTER, fun, timeout=60)
+            took.append(time.monotonic() - t0)
+        return median(took)
+
+    def on_node(fun):
+        took = []
+        for _ in range(runs):
+            t0 = time.monotonic()
+            lab.host(profiles.MASTER).run(["salt-call", "--local", "--out", "quiet", fun], check=True, timeout=60)
+            took.append(time.monotonic() - t0)
+        return median(took)
+
+    out = {"master": {f: through_master(f) for f in ("test.ping", "nginx_ha.is_master", "nginx_ha.health")},
+           "local": {f: on_node(f) for f in ("test.ping", "nginx_ha.is_master", "nginx_ha.health")}}
+    for where, what in (("master", "`salt web-a <fun>` through the master"), ("local", "`salt-call --local <fun>` on web-a")):
+        bench.say(f"queries, {what}: " + ", ".join(f"{f} {v:.2f} s" for f, v in out[where].items()) + f" (median of {runs})")
+    return out
+
+
 def apply_timings(bench, lab, sizes, first_install, restart_cmd, errors, extra=None):
     """state.apply on web-a with N instances: first run after the pillar change, then the idempotent run."""
     out = []
@@ -257,6 +286,10 @@ def run_all(bench, lab, args, trials, restart_cmd, results, errors):
         if "ours" in args.profiles:
             bench.run_profile("ours", args.scenarios)
             results["overhead"] = overhead(bench, lab)
+            try:
+                results["queries"] = query_timings(bench, lab)
+            except Exception as exc:  # noqa: BLE001 - keep what the other phases measured
+                errors.append({"phase": "queries", "error": repr(exc)[:2000]})
     if args.apply_sizes:
         results["meta"]["calibration"] = calibration(bench, lab)
     results["apply"] = apply_timings(bench, lab, args.apply_sizes, first_install, restart_cmd, errors, args.ours_pillar)

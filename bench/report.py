@@ -170,6 +170,11 @@ def table(results):
             first = a.get("first") or {}
             idem = a.get("idempotent") or {}
             lines.append(f"  {a['instances']:>9}  {_s(first):53s}  {_s(idem)}")
+    if results.get("queries"):
+        q = results["queries"]
+        lines.append("\nminion queries on web-a, median wall time (a query must cost what test.ping costs; on the node it needs no master):")
+        for where, what in (("master", "salt web-a <fun>     "), ("local", "salt-call --local <fun>")):
+            lines.append(f"  {what}  " + "  ".join(f"{f} {duration(v)}" for f, v in (q.get(where) or {}).items()))
     if results.get("overhead"):
         lines.append("\nCPU of our profile's daemons (share of one core over each process's lifetime):")
         for node, procs in results["overhead"].items():
