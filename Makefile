@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-integration test-cluster lab-clean bench
+.PHONY: setup demo test test-unit test-integration test-cluster lab-clean bench bench-quick
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,7 @@ lab-clean: setup
 # Results in bench-results/ (results.json, one PNG timeline per scenario). BENCH_TRIALS=18 for more trials.
 bench: setup
 	$(PY) -m bench
+
+# Smoke run of the benchmark: every scenario once per profile (~3 min); docs/failover.png untouched.
+bench-quick: setup
+	$(PY) -m bench --quick

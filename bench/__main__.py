@@ -5,6 +5,7 @@ the same lab hosts.
     .venv/bin/python -m bench                       # 5 trials per scenario and profile, ~10-12 min
     .venv/bin/python -m bench --trials 18           # more trials (BENCH_TRIALS=18 works too)
     .venv/bin/python -m bench --scenarios crash,hang --profiles ours --apply-sizes ''
+    .venv/bin/python -m bench --quick                # smoke run, ~3 min (make bench-quick)
 
 Builds a lab (Salt master, web-a, web-b, client), installs the baseline profile (the tutorial's
 keepalived.conf and check script, no Salt) and runs its trials, removes it, applies the nginx_ha
@@ -20,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -51,7 +53,14 @@ def parse_args(argv):
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", "1080")),
                    help="seconds after which remaining trials are skipped (default 1080 = 18 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (~3 min): 1 trial per scenario and profile, state.apply with 1 instance, 1 reactor "
+                        "heal trial; the README's figure is not replaced")
+    p.add_argument("--figure", default=os.path.join(REPO, "docs", "failover.png"),
+                   help="the README's overview figure, replaced by a full run of both profiles (default docs/failover.png)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.trials, args.baseline_trials, args.apply_sizes, args.event_trials = 1, 1, "1", 1
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in args.scenarios if s not in scenarios.BY_NAME]
     if unknown:
@@ -254,6 +263,13 @@ def main(argv=None):
     if not args.no_plots and results["trials"]:
         for png in plot.draw(results, args.out):
             print(f"timeline: {png}")
+        overview = plot.overview(results, os.path.join(args.out, "failover.png"))
+        if overview:
+            print(f"overview: {overview}")
+            if not args.quick and set(args.profiles) == {"ours", "baseline"} and not errors:
+                os.makedirs(os.path.dirname(args.figure), exist_ok=True)
+                shutil.copyfile(overview, args.figure)
+                print(f"overview figure for the README: {args.figure}")
     for err in errors:
         print(f"bench: ERROR in {err.get('phase')}: {err.get('error')}", file=sys.stderr)
     return 1 if errors else 0

@@ -88,3 +88,79 @@ def draw(results, out_dir):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+OVERVIEW_SCENARIOS = ("crash", "hang", "broken", "host_death", "heal")
+
+
+def _representative(trials):
+    """The trial with the median outage (never-recovered trials count as the longest)."""
+    if not trials:
+        return None
+    ranked = sorted(trials, key=lambda t: (not t.get("recovered", True), t.get("outage") or 0.0))
+    return ranked[len(ranked) // 2]
+
+
+def overview(results, path):
+    """
+    One PNG for the README: for each failure scenario, what the client saw around the fault, ours
+    above the tutorial's on one time axis (the trial with the median outage of each profile).
+    Returns ``path``, or None when no scenario was measured for both profiles.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    trials = results["trials"]
+    rows = []
+    for name in OVERVIEW_SCENARIOS:
+        picked = {p: _representative([t for t in trials if t["profile"] == p and t["scenario"] == name])
+                  for p in ("ours", "baseline")}
+        if any(picked.values()):
+            rows.append((name, picked))
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 1.35 * len(rows) + 1.0), squeeze=False)
+    for ax, (name, picked) in zip(axes[:, 0], rows):
+        xmax = 1.0
+        for trial in picked.values():
+            if trial:
+                xmax = max(xmax, min(12.0, (trial.get("outage") or 0.0) + 1.5))
+        for row, profile in ((1, "ours"), (0, "baseline")):
+            trial = picked[profile]
+            if trial is None:
+                ax.text(0.2, row, "not measured" if name != "heal" else "n/a (no reactor)", fontsize=7, color=OTHER,
+                        va="center")
+                continue
+            xs = {}
+            for t, dt, ok, node in trial["samples"]:
+                x = t  # samples are already relative to the fault
+                if -1.0 <= x <= xmax:
+                    xs.setdefault(node if ok else "failed", []).append(x)
+                    if not ok and dt > 0.02:
+                        ax.hlines(row, x, x + dt, colors=FAIL, linewidth=2.5, alpha=0.6)
+            for key, values in xs.items():
+                ax.scatter(values, [row] * len(values), c=FAIL if key == "failed" else COLORS.get(key, OTHER),
+                           marker="x" if key == "failed" else "|", s=14 if key == "failed" else 30, linewidths=1.0)
+            outage = trial.get("outage")
+            label = "no outage" if not outage else f"{outage * 1000:.0f} ms" if outage < 1 else f"{outage:.1f} s"
+            ax.text(xmax, row, f"  {label}", fontsize=8, va="center")
+        ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_yticks([0, 1])
+        ax.set_yticklabels(["tutorial", "nginx-ha"], fontsize=8)
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_xlim(-1.0, xmax)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(scenarios.TITLES.get(name, name), fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds since the fault (client request every 20 ms, 250 ms timeout; the median trial of each)")
+    handles = [Line2D([], [], color=COLORS["web-a"], marker="|", linestyle="", markersize=9, label="answered by web-a"),
+               Line2D([], [], color=COLORS["web-b"], marker="|", linestyle="", markersize=9, label="answered by web-b"),
+               Line2D([], [], color=FAIL, marker="x", linestyle="-", linewidth=2.5, alpha=0.8, label="failed request")]
+    fig.legend(handles=handles, loc="lower center", fontsize=8, ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
