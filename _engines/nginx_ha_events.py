@@ -11,7 +11,8 @@ fires, for every INSTANCE line, an event on the **master's** bus:
   minion restarts: it continues from the spool and never goes below the epoch in milliseconds;
   gaps are normal), ``boot`` the kernel's boot id (``/proc/sys/kernel/random/boot_id``, read once;
   omitted when unreadable), so a consumer can demand that ``seq`` advance per node boot, ``sig``
-  the minion key's signature over ``{id, tag, data}`` (``boot`` included; see below).
+  the minion key's signature over ``{id, tag, data}`` (``boot`` included; see below). Tag,
+  states, the signed form and the signature are defined once, in ``_utils/nginx_ha_event.py``.
 
 The sender is the minion id Salt authenticated, ``data['id']`` on the master; the payload never
 names it.
@@ -34,7 +35,8 @@ restarted once to start an engine)::
           buffer_size: 1000                  # events kept while the master is unreachable
           send_timeout: 5                    # seconds per delivery attempt
           backoff_max: 30                    # longest pause between attempts
-          sign: true                         # sign with the minion key (the reactor requires it)
+          sign: true                         # sign with the minion key (the reactor requires it;
+                                             # read when there is an event, until it can be)
           boot_id_file: /proc/sys/kernel/random/boot_id
 
 The FIFO is kept root-only (``0600``, ``0:0``) whoever created it: a FIFO found with another mode
@@ -50,9 +52,9 @@ runner therefore acts only on events whose ``sig`` verifies with the accepted ke
 ``data['id']``.
 """
 
-import base64
 import collections
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -60,8 +62,16 @@ import random
 import re
 import select
 import stat
+import sys
 import threading
 import time
+
+# The wire format (tag, states, canonical form, signature) is _utils/nginx_ha_event.py, shared with
+# the nginx_ha_reactor runner as ordinary Python: on the loader's sys.path, else in the _utils folder
+# beside this module's folder (how and why: saltext/nginx_ha/__init__.py, "Shared Python").
+if importlib.util.find_spec("nginx_ha_event") is None:
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_utils"))
+from nginx_ha_event import BOOT_ID_MAX, INSTANCE_NAME, STATES, Signer, make_tag  # pylint: disable=wrong-import-position
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +79,10 @@ __virtualname__ = "nginx_ha_events"
 
 DEFAULT_FIFO = "/run/nginx_ha_vrrp.fifo"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
-TAG_PREFIX = "nginx_ha/vrrp"
-STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 SPOOL_VERSION = 1
 
 # keepalived: INSTANCE "<name>" <STATE> <priority>  (GROUP, VS, RS lines are ignored)
 _INSTANCE_LINE = re.compile(r'^INSTANCE\s+(?:"(?P<quoted>[^"]*)"|(?P<bare>\S+))\s+(?P<state>[A-Z_]+)(?:\s+(?P<priority>-?\d+))?\s*$')
-_INSTANCE_NAME = re.compile(r"^[^\s\"'/\\*]{1,128}$")
 
 
 def __virtual__():
@@ -100,7 +107,7 @@ def parse_line(line):
         return None
     name = match.group("quoted") if match.group("quoted") is not None else match.group("bare")
     state = match.group("state")
-    if state not in STATES or not _INSTANCE_NAME.match(name):
+    if state not in STATES or not INSTANCE_NAME.match(name):
         return None
     priority = match.group("priority")
     return {"instance": name, "state": state, "priority": int(priority) if priority is not None else None}
@@ -110,39 +117,11 @@ def read_boot_id(path=BOOT_ID_FILE):
     """This boot's id (stripped), or None when it cannot be read (then events carry no ``boot``)."""
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
-            value = fh.read(256).strip()
+            value = fh.read(BOOT_ID_MAX).strip()
     except OSError as exc:
         log.warning("nginx_ha_events: cannot read the boot id from %s (%s); events carry no boot field", path, exc)
         return None
     return value or None
-
-
-def make_tag(instance, state):
-    return f"{TAG_PREFIX}/{instance}/{state.lower()}"
-
-
-def canonical(minion_id, tag, data):
-    """The bytes a signature covers: the sender, the tag and the payload without ``sig``."""
-    body = {"id": minion_id, "tag": tag, "data": {k: v for k, v in data.items() if k != "sig"}}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-class Signer:
-    """PKCS#1 v1.5 / SHA-256 signatures with the minion's own RSA key (``<pki_dir>/minion.pem``)."""
-
-    def __init__(self, key_path, minion_id):
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import padding
-
-        with open(key_path, "rb") as fh:
-            self._key = serialization.load_pem_private_key(fh.read(), password=None)
-        self._padding = padding.PKCS1v15()
-        self._hash = hashes.SHA256()
-        self.minion_id = minion_id
-
-    def __call__(self, tag, data):
-        sig = self._key.sign(canonical(self.minion_id, tag, data), self._padding, self._hash)
-        return base64.b64encode(sig).decode("ascii")
 
 
 class Tracker:
@@ -582,6 +561,35 @@ class MasterSender:
         raise RuntimeError("; ".join(errors))
 
 
+class KeySigner:
+    """
+    Signs with the minion's key once it can be read. A minion started for the first time starts
+    its engines before it generates its key: until the key is there, events go unsigned (other
+    consumers of the bus still get them; the reactor does not act on them), and the key is tried
+    again for every event, so the engine never has to be restarted for it.
+    """
+
+    def __init__(self, key_path, minion_id):
+        self.key_path = key_path
+        self.minion_id = minion_id
+        self._signer = None
+        self._failed = False
+
+    def __call__(self, tag, data):
+        """The signature of ``data``, or None while the key cannot be read."""
+        if self._signer is None:
+            try:
+                self._signer = Signer(self.key_path, self.minion_id)
+            except (OSError, ValueError) as exc:
+                if not self._failed:
+                    log.error("nginx_ha_events: cannot load the minion key to sign events (%s); sending them unsigned until it can be read", exc)
+                    self._failed = True
+                return None
+            if self._failed:
+                log.warning("nginx_ha_events: minion key %s loaded: events are signed from now on", self.key_path)
+        return self._signer(tag, data)
+
+
 def _vips_resolver(configured):
     """instance -> VIPs: from the engine config, else this node's nginx_ha.node_config, else []."""
     if isinstance(configured, dict):
@@ -624,20 +632,15 @@ def start(
     saved = store.load()
     tracker = Tracker(saved["states"], saved["next_seq"], boot=read_boot_id(boot_id_file))
     vips_of = _vips_resolver(vips)
-    signer = None
-    if sign:
-        try:
-            signer = Signer(os.path.join(opts["pki_dir"], "minion.pem"), opts["id"])
-        except (OSError, ValueError) as exc:
-            # Still forward (other consumers of the bus), but the reactor will not act on them.
-            log.error("nginx_ha_events: cannot load the minion key to sign events (%s); sending them unsigned", exc)
+    signer = KeySigner(os.path.join(opts["pki_dir"], "minion.pem"), opts["id"]) if sign else None
 
     def prepare(tag, data):
         data = dict(data)
         if not data.get("vips"):
             data["vips"] = vips_of(data["instance"])
-        if signer is not None:
-            data["sig"] = signer(tag, data)
+        sig = signer(tag, data) if signer is not None else None
+        if sig is not None:
+            data["sig"] = sig
         return data
 
     sender = MasterSender(opts, timeout=send_timeout)

@@ -9,10 +9,12 @@ Sync it to minions first: ``salt '*' saltutil.sync_all``.
 
 import copy
 import fcntl
+import importlib.util
 import json
 import logging
 import os
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +23,11 @@ import salt.utils.dictupdate
 import salt.utils.platform
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-# The extension's own Python (_utils/): Salt's loader puts the utils directories (synced extmods or
-# the pip package's) on sys.path while it imports this module, so plain imports work for both installs.
+# The extension's own Python (_utils/) as ordinary imports: on the loader's sys.path when synced
+# (<extension_modules>/utils), else the _utils folder beside this module's folder (the pip package;
+# how and why: saltext/nginx_ha/__init__.py, "Shared Python").
+if importlib.util.find_spec("nginx_ha_model") is None:
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_utils"))
 try:
     import nginx_ha_model as model
     import nginx_ha_schema as schema
@@ -46,7 +51,7 @@ def __virtual__():
     if not salt.utils.platform.is_linux():
         return (False, "nginx_ha: keepalived VRRP and this module need Linux")
     if IMPORT_ERROR is not None:
-        return (False, f"nginx_ha: the extension's utils are missing ({IMPORT_ERROR}); run saltutil.sync_all or pip install nginx-ha")
+        return (False, f"nginx_ha: the extension's utils are missing ({IMPORT_ERROR}); run saltutil.sync_all, or pip install . (saltext.nginx_ha)")
     return __virtualname__
 
 

@@ -7,7 +7,8 @@ per VIP and per node. Nodes that do not answer are listed, never dropped; a node
 with an error is told apart from one that did not answer; a target that matches no minion is a
 problem, never an empty OK.
 
-Install on the master with ``runner_dirs`` (see ``conf/master.d/nginx_ha.conf``).
+Install on the master with ``runner_dirs`` (see ``conf/master.d/nginx_ha.conf``), or as the Salt
+extension (``pip install .`` of the checkout: ``pyproject.toml``).
 """
 
 import logging

@@ -107,7 +107,6 @@ numbers, late events, alert bookkeeping) is one JSON file on the master, read an
 exclusive file lock, so concurrent reactor workers do not lose updates.
 """
 
-import base64
 import contextlib
 import copy
 import datetime
@@ -116,7 +115,7 @@ import importlib.util
 import json
 import logging
 import os
-import re
+import sys
 import time
 import uuid
 
@@ -124,13 +123,19 @@ import salt.client
 import salt.utils.event
 import salt.utils.verify
 
+# The event wire format (_utils/nginx_ha_event.py, shared with the nginx_ha_events engine) and the
+# alert body and webhook delivery (_utils/nginx_ha_alert.py), as ordinary Python: on the loader's
+# sys.path, else in the _utils folder beside this module's folder (runner_dirs: <repo>/_utils; how
+# and why: saltext/nginx_ha/__init__.py, "Shared Python").
+if importlib.util.find_spec("nginx_ha_event") is None:
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_utils"))
+import nginx_ha_alert  # pylint: disable=wrong-import-position
+import nginx_ha_event  # pylint: disable=wrong-import-position
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "nginx_ha_reactor"
 
-STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
-_TAG = re.compile(r"^nginx_ha/vrrp/(?P<instance>[^/\s]{1,128})/(?P<state>master|backup|fault|stop)$")
-_BOOT = re.compile(r"^[\x21-\x7e]{1,256}$")  # a boot id: printable ASCII, no spaces (the engine reads <= 256)
 _WINDOW = 64  # anti-replay window per node and boot (sequence numbers)
 _SEEN_KEEP = 512  # seq numbers remembered per node for events without a boot id
 _BOOTS_KEEP = 32  # superseded boot ids remembered per node
@@ -234,31 +239,6 @@ def _state(cfg):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-_ALERT_UTIL = None
-
-
-def _alert_util():
-    """``_utils/nginx_ha_alert.py``: next to this runner in the repository, else from __utils__."""
-    global _ALERT_UTIL  # pylint: disable=global-statement
-    if _ALERT_UTIL is None:
-        path = os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "_utils", "nginx_ha_alert.py")
-        if os.path.isfile(path):
-            spec = importlib.util.spec_from_file_location("nginx_ha_alert_runner_copy", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            _ALERT_UTIL = module
-        else:
-            utils = globals().get("__utils__") or {}
-
-            class _FromUtils:
-                payload = staticmethod(utils["nginx_ha_alert.payload"])
-                post = staticmethod(utils["nginx_ha_alert.post"])
-                check_severity = staticmethod(utils["nginx_ha_alert.check_severity"])
-
-            _ALERT_UTIL = _FromUtils
-    return _ALERT_UTIL
-
-
 def _fire(tag, data):
     """Fire an event on the master's own bus."""
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
@@ -308,12 +288,6 @@ def _lease(cfg):
     return calls + float(cfg["health_delay"]) + 60.0
 
 
-def canonical(minion_id, tag, data):
-    """The bytes the engine signs (must match ``_engines/nginx_ha_events.py:canonical``)."""
-    body = {"id": minion_id, "tag": tag, "data": {k: v for k, v in data.items() if k != "sig"}}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
 def _minion_public_key(minion_id):
     """The accepted public key of ``minion_id`` from the master's key store, else None."""
     import salt.cache  # pylint: disable=import-outside-toplevel
@@ -323,23 +297,6 @@ def _minion_public_key(minion_id):
     if not isinstance(entry, dict) or entry.get("state") != "accepted" or not entry.get("pub"):
         return None
     return entry["pub"]
-
-
-def verify_signature(minion_id, tag, data, public_pem):
-    """True when ``data['sig']`` is ``minion_id``'s signature over (id, tag, data)."""
-    from cryptography.exceptions import InvalidSignature  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives.asymmetric import padding  # pylint: disable=import-outside-toplevel
-
-    sig = data.get("sig")
-    if not isinstance(sig, str) or not public_pem:
-        return False
-    try:
-        key = serialization.load_pem_public_key(public_pem.encode() if isinstance(public_pem, str) else public_pem)
-        key.verify(base64.b64decode(sig, validate=True), canonical(minion_id, tag, data), padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 def receive_time(data, now=None):
@@ -380,25 +337,25 @@ def parse_event(tag, data, require_signature=True, public_key=None):
     node = data.get("id")
     if not isinstance(node, str) or not node or not salt.utils.verify.valid_id(__opts__, node):
         raise Rejected(f"event without a valid sender id: {node!r:.80}")
-    match = _TAG.fullmatch(tag) if isinstance(tag, str) else None
-    if not match:
+    parsed = nginx_ha_event.parse_tag(tag)
+    if parsed is None:
         raise Rejected(f"tag {tag!r:.160} is not nginx_ha/vrrp/<instance>/<master|backup|fault|stop>")
     payload = data.get("data")
     if not isinstance(payload, dict):
         raise Rejected("event without a payload mapping under data")
-    instance, state = match.group("instance"), match.group("state").upper()
+    instance, state = parsed
     if payload.get("instance") != instance or str(payload.get("state", "")).upper() != state:
         raise Rejected(f"payload instance/state {payload.get('instance')!r:.80}/{payload.get('state')!r:.20} disagree with the tag {tag}")
     if require_signature:
         pem = (public_key or _minion_public_key)(node)
         if not pem:
             raise Rejected(f"no accepted key for {node} to verify the event signature")
-        if not verify_signature(node, tag, payload, pem):
+        if not nginx_ha_event.verify(node, tag, payload, pem):
             raise Rejected(f"signature of the event does not verify with {node}'s key")
     seq = payload.get("seq")
     seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
     boot = payload.get("boot")
-    if boot is not None and (not isinstance(boot, str) or not _BOOT.fullmatch(boot)):
+    if boot is not None and (not isinstance(boot, str) or not nginx_ha_event.BOOT.fullmatch(boot)):
         raise Rejected(f"payload boot {boot!r:.80} is not a boot id")
     if boot is not None and seq is None:
         raise Rejected("payload has a boot id but no integer seq")
@@ -410,7 +367,7 @@ def parse_event(tag, data, require_signature=True, public_key=None):
         "instance": instance,
         "state": state,
         "priority": priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
-        "previous_state": previous if previous in STATES else None,
+        "previous_state": previous if previous in nginx_ha_event.STATES else None,
         "seq": seq,
         "boot": boot,
         "time": _number(payload.get("time")),
@@ -618,10 +575,9 @@ def alert(severity, message, **fields):
 
         salt-run nginx_ha_reactor.alert warning 'test alert from the master'
     """
-    util = _alert_util()
-    severity = util.check_severity(severity)
+    severity = nginx_ha_alert.check_severity(severity)
     fields = {k: v for k, v in fields.items() if not k.startswith("__")}
-    body = util.payload(severity, message, **fields)
+    body = nginx_ha_alert.payload(severity, message, **fields)
     event = dict(body["nginx_ha"], text=body["text"], time=time.time())
     try:
         _fire(f"nginx_ha/alert/{severity}", event)
@@ -631,7 +587,7 @@ def alert(severity, message, **fields):
     webhook = _config()["webhook"]
     result = {"severity": severity, "message": message, "webhook": None}
     if webhook.get("url"):
-        result["webhook"] = util.post(
+        result["webhook"] = nginx_ha_alert.post(
             webhook["url"], body, timeout=float(webhook.get("timeout", 2)), retries=int(webhook.get("retries", 3)), backoff=float(webhook.get("backoff", 0.5))
         )
         if not result["webhook"]["ok"]:

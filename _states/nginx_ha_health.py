@@ -17,13 +17,20 @@ Sync to minions with ``salt '*' saltutil.sync_all``.
 import errno
 import fcntl
 import http.client
+import importlib.util
 import json
 import logging
 import os
 import signal
+import sys
 import time
 
-import nginx_ha_files  # _utils/nginx_ha_files.py (on sys.path while Salt loads states)
+# The extension's own Python (_utils/) as ordinary imports: on the loader's sys.path when synced
+# (<extension_modules>/utils), else the _utils folder beside this module's folder (the pip package;
+# how and why: saltext/nginx_ha/__init__.py, "Shared Python").
+if importlib.util.find_spec("nginx_ha_files") is None:
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_utils"))
+import nginx_ha_files  # pylint: disable=wrong-import-position
 
 log = logging.getLogger(__name__)
 

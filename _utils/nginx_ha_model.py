@@ -109,6 +109,12 @@ def _validate_instance(errors, config, name, seen_vrids, seen_vips):
                 f"{nkey}:unicast_src_ip: is required with unicast: true (the node's address that its peers"
                 f" send adverts to; set it under nginx_ha:nodes:{node_id} or here)"
             )
+        src = node.get("unicast_src_ip")
+        if inst.get("unicast") and src is not None and families and ipaddress.ip_address(src).version not in families:
+            errors.append(
+                f"{nkey}:unicast_src_ip: {src} is IPv{ipaddress.ip_address(src).version}, the instance's VIPs are"
+                f" IPv{min(families)}; keepalived needs its unicast peers in the VIPs' family"
+            )
     if len(masters) > 1:
         errors.append(f"{key}:nodes: {', '.join(map(str, masters))} are all MASTER; an instance has exactly one MASTER")
     elif not masters and nodes:
@@ -347,4 +353,32 @@ def node_view(config, minion_id):
                 view["local_vips"].append(host)
             if vip["interface"] not in view["vrrp_interfaces"]:
                 view["vrrp_interfaces"].append(vip["interface"])
+    view["firewall"]["vrrp"] = firewall_vrrp(view["instances"])
     return view
+
+
+VRRP_GROUPS = {4: "224.0.0.18", 6: "ff02::12"}  # where multicast adverts go (RFC 5798)
+
+
+def firewall_vrrp(instances):
+    """
+    What the firewall must let in for this node's instances (``_states/nginx_ha_firewall.py``):
+    ``[{family, interface, sources}]`` for unicast instances (the peers' unicast_src_ip, which is
+    keepalived's unicast_peer list) and ``[{family, interface, group}]`` for multicast ones (any
+    source on the interface, to the VRRP group), merged per family and interface, sorted.
+    """
+    unicast, multicast = {}, set()
+    for inst in instances:
+        family = ipaddress.ip_address(inst["virtual_ipaddress"][0]["ip"]).version
+        if inst["unicast"]:
+            for peer in inst["unicast_peer"]:
+                address = ipaddress.ip_address(peer)
+                unicast.setdefault((address.version, inst["interface"]), set()).add(address)
+        else:
+            multicast.add((family, inst["interface"]))
+    rules = [
+        {"family": fam, "interface": iface, "sources": [str(a) for a in sorted(addrs)]}
+        for (fam, iface), addrs in sorted(unicast.items())
+    ]
+    rules += [{"family": fam, "interface": iface, "group": VRRP_GROUPS[fam]} for fam, iface in sorted(multicast)]
+    return rules

@@ -577,6 +577,30 @@ EVENTS = Dict(
     }
 )
 
+FIREWALL = Dict(
+    {
+        "manage": Field(
+            Bool(),
+            True,
+            "keep VRRP (IP protocol 112) open in the host firewall, from this node's peers only (unicast) or to"
+            " the VRRP group on the VRRP interface (multicast), wherever a firewall could drop it; a host whose"
+            " firewall drops nothing is left alone. false: remove what nginx-ha added, then leave the firewall alone",
+        ),
+        "backend": Field(
+            Choice("auto", "nftables", "iptables", "firewalld"),
+            "auto",
+            "auto: firewalld where it runs, else nftables (chains nft manages) and iptables (the INPUT chain"
+            " iptables manages), each only where present; or exactly one of them",
+        ),
+        "hooks": Field(
+            Bool(),
+            True,
+            "on systemd hosts: keepalived does not start without the rules (a drop-in ExecStartPre applies"
+            " them), and a start or reload of nftables.service / the iptables services re-applies them",
+        ),
+    }
+)
+
 UPSTREAM = Dict(
     {
         "servers": Field(ListOf(UpstreamServer(), 1, "a list of servers like 10.0.0.11:8080"), None, "the upstream's servers", required=True),
@@ -656,7 +680,18 @@ OS_FAMILY_LOOKUP = {
     "Debian": {
         "nginx": {"default_site": "/etc/nginx/sites-enabled/default"},
     },
+    # RHEL/Rocky/Alma/CentOS Stream 9 (tests/unit/test_render_redhat.py renders for them over EL9's
+    # stock /etc/nginx and /etc/keepalived and runs the real nginx -t / keepalived -t). Binaries,
+    # configs, pid files, service names and conf.d are the schema's defaults. What differs:
     "RedHat": {
+        # No `curl`: EL9 preinstalls curl-minimal, which conflicts with the curl package (dnf
+        # refuses without --allowerasing). Nothing nginx-ha runs needs curl (the check is Python).
+        "packages": ["keepalived", "nginx"],
+        # No default site file: EL's default server is a server block inside nginx.conf. EL9's
+        # listens on 80 without default_server, so the formula's site (listen 80 default_server)
+        # answers every request that names no other server; nginx.conf is left alone. EL7/EL8's
+        # says `listen 80 default_server`: nginx -t refuses the formula's site as "a duplicate
+        # default server" and nothing goes live until that block (or its default_server) is removed.
         "nginx": {"default_site": None},
     },
 }
@@ -693,6 +728,7 @@ SCHEMA = Dict(
         "global_defs": Field(OPTIONS, GLOBAL_DEFS_DEFAULT, "keepalived global_defs, passed through (router_id defaults to the minion id)"),
         "check": Field(CHECK, None, "the nginx health check"),
         "events": Field(EVENTS, None, "VRRP transitions onto Salt's event bus"),
+        "firewall": Field(FIREWALL, None, "VRRP through the host firewall (nftables, iptables, firewalld): salt/nginx_ha/firewall.sls"),
         "nginx": Field(NGINX, None, "the nginx site on the VIP and the health endpoint"),
         "pkg_refresh": Field(Nullable(Bool()), None, "refresh the package db before installing (null: Salt's default)"),
         "lookup": Field(LOOKUP, None, "OS paths and names; defaults per os_family in OS_FAMILY_LOOKUP (_utils/nginx_ha_schema.py)"),

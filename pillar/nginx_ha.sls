@@ -111,6 +111,22 @@ nginx_ha:
     # send_timeout: 5
     # longest pause between delivery attempts (an integer within 1-3600)
     # backoff_max: 30
+  # VRRP through the host firewall (nftables, iptables, firewalld): salt/nginx_ha/firewall.sls (a
+  # mapping)
+  # firewall:
+    # keep VRRP (IP protocol 112) open in the host firewall, from this node's peers only (unicast)
+    # or to the VRRP group on the VRRP interface (multicast), wherever a firewall could drop it; a
+    # host whose firewall drops nothing is left alone. false: remove what nginx-ha added, then
+    # leave the firewall alone (true or false)
+    # manage: true
+    # auto: firewalld where it runs, else nftables (chains nft manages) and iptables (the INPUT
+    # chain iptables manages), each only where present; or exactly one of them (auto or nftables
+    # or iptables or firewalld)
+    # backend: auto
+    # on systemd hosts: keepalived does not start without the rules (a drop-in ExecStartPre
+    # applies them), and a start or reload of nftables.service / the iptables services re-applies
+    # them (true or false)
+    # hooks: true
   # the nginx site on the VIP and the health endpoint (a mapping)
   # nginx:
     # where the site listens (a list of ports or ADDRESS:PORT)

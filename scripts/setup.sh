@@ -10,7 +10,7 @@ stamp="$venv/.installed"
 
 log() { printf '[setup] %s\n' "$*"; }
 
-apt_pkgs=(keepalived nginx curl iproute2 procps util-linux psmisc)
+apt_pkgs=(keepalived nginx curl iproute2 procps util-linux psmisc nftables iptables)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

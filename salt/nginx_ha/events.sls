@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 {#- VRRP transitions onto the master's event bus: configure the nginx_ha_events engine (it reads
     keepalived's notify_fifo inside salt-minion). An engine starts with the minion, so a changed
     engine configuration restarts the minion once, in the background, after this run (the Salt

@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 {#- Target nodes by their configured role:
       salt -G 'nginx_ha:roles:VI_web:MASTER' test.ping                  # the node the pillar makes MASTER
       salt -G 'nginx_ha:instances:VI_web' nginx_ha.is_master VI_web     # who holds VI_web right now #}

@@ -1,12 +1,14 @@
 {#- nginx_ha: keepalived + nginx high availability from one cluster pillar.
-    `salt -C 'I@nginx_ha:vrrp_instances' state.apply nginx_ha` (after `saltutil.sync_all`). #}
+    `salt -C 'I@nginx_ha:vrrp_instances' state.apply nginx_ha` (after `saltutil.sync_all`).
+    Every SLS below also applies on its own: each includes what its states require (relative
+    includes, so the formula works under any directory name of file_roots). #}
 include:
-  - nginx_ha.package
-  - nginx_ha.sysctl
-  - nginx_ha.scripts
-  - nginx_ha.watcher
-  - nginx_ha.nginx
-  - nginx_ha.keepalived
-  - nginx_ha.events
-  - nginx_ha.service
-  - nginx_ha.grains
+  - .package
+  - .sysctl
+  - .scripts
+  - .watcher
+  - .nginx
+  - .keepalived
+  - .events
+  - .service
+  - .grains

@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 {%- set lookup = nginx_ha.lookup.nginx %}
 {#- The nginx site on the VIP. The new config goes live only if `nginx -t` accepts the whole
     configuration tree; otherwise the live file is untouched and nginx is not reloaded.
@@ -6,6 +7,11 @@
     endpoint and the one the watcher probes now (health.json on the node), then, once the health
     path has switched (watcher.sls), the new one alone. In a run that changes nothing else both
     render the same file. #}
+
+include:
+  - .package
+  - .watcher
+  - .service
 
 {%- if nginx_ha.nginx.remove_default_site and lookup.default_site %}
 
@@ -21,7 +27,7 @@ nginx_ha_nginx_default_site_disabled:
 nginx_ha_nginx_index_page_managed:
   file.managed:
     - name: {{ (nginx_ha.nginx.root ~ "/index.html") | json }}
-    - source: salt://{{ tpldir }}/files/index.html.jinja
+    - source: salt://{{ tplroot }}/files/index.html.jinja
     - template: jinja
     - context:
         node_id: {{ nginx_ha.id | json }}
@@ -36,7 +42,7 @@ nginx_ha_nginx_index_page_managed:
 nginx_ha_nginx_site_config_{{ step }}:
   nginx_ha.validated_config:
     - name: {{ lookup.site_config | json }}
-    - source: salt://{{ tpldir }}/files/nginx_site.conf.jinja
+    - source: salt://{{ tplroot }}/files/nginx_site.conf.jinja
     - context:
         node: {{ nginx_ha | json }}
         health_endpoints: {{ endpoints | json }}
@@ -49,6 +55,8 @@ nginx_ha_nginx_site_config_{{ step }}:
       - pkg: nginx_ha_packages_installed
 {%- if step == "final" %}
       - nginx_ha_health: nginx_ha_health_path_switched
+      {#- the old endpoint goes only once keepalived runs with the new health path #}
+      - service: nginx_ha_keepalived_running
 {%- endif %}
 {%- endfor %}
 

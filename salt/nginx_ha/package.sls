@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 
 nginx_ha_packages_installed:
   pkg.installed:

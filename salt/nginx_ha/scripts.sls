@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 {#- Scripts keepalived runs: root-owned, not writable by others, in a root-owned directory, as
     enable_script_security demands (keepalived silently drops a script that fails it). The health
     check and watcher (health_watch.py) and their settings are the health path: watcher.sls. #}
@@ -17,7 +18,7 @@ nginx_ha_script_dir_present:
 nginx_ha_notify_script_managed:
   file.managed:
     - name: {{ nginx_ha.lookup.keepalived.script_dir }}/notify_event.sh
-    - source: salt://{{ tpldir }}/files/notify_event.sh.jinja
+    - source: salt://{{ tplroot }}/files/notify_event.sh.jinja
     - template: jinja
     - context:
         node: {{ nginx_ha | json }}

@@ -1,6 +1,16 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 {#- Configuration changes reload (SIGHUP / nginx -s reload), never restart: a restart of
-    keepalived would drop the VIP. #}
+    keepalived would drop the VIP. The order of a run (watcher.sls explains it), each step
+    requiring the one before:
+      nginx site validated -> nginx reloaded -> keepalived.conf validated -> health path switched
+      -> keepalived reloaded -> final nginx site + reload -> node.json recorded #}
+
+include:
+  - .sysctl
+  - .nginx
+  - .keepalived
+  - .watcher
 
 nginx_ha_nginx_running:
   service.running:
@@ -12,6 +22,9 @@ nginx_ha_nginx_running:
 {%- if nginx_ha.nginx.remove_default_site and nginx_ha.lookup.nginx.default_site %}
       - file: nginx_ha_nginx_default_site_disabled
 {%- endif %}
+    {#- keepalived.conf is validated (and goes live) only after nginx reloaded the site #}
+    - require_in:
+      - nginx_ha: nginx_ha_keepalived_config_validated
 
 nginx_ha_keepalived_running:
   service.running:
@@ -49,3 +62,5 @@ nginx_ha_node_config_recorded:
     - makedirs: True
     - require:
       - service: nginx_ha_keepalived_running
+      {#- and after the final site (the old health endpoint dropped) is live #}
+      - module: nginx_ha_nginx_reloaded_without_old_health_endpoint

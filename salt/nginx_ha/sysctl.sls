@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import nginx_ha with context %}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import nginx_ha with context %}
 
 {#- nginx may bind the VIP on a BACKUP, where the address is not (yet) local. #}
 nginx_ha_sysctl_ip_nonlocal_bind:

@@ -30,10 +30,11 @@ def write_fifo(path, *lines):
     return time.time()
 
 
-def collect(event_listener, daemon_id, pattern, after, count, timeout=60, where=None):
+def collect(event_listener, daemon_id, pattern, after, count, timeout=60, where=None, key=None):
     """
     Events matching ``pattern`` on ``daemon_id`` stamped after ``after`` (and ``where(event)``),
-    in the order the daemon fired them (its ``_stamp``); waits until ``count`` are there.
+    in the order the daemon fired them (its ``_stamp``); waits until ``count`` are there. With
+    ``key(event)``, later events with a key already seen are dropped (redeliveries: at least once).
     """
     deadline = time.monotonic() + timeout
     found = []
@@ -42,6 +43,13 @@ def collect(event_listener, daemon_id, pattern, after, count, timeout=60, where=
             (e for e in event_listener.get_events([(daemon_id, pattern)], after_time=after) if where is None or where(e)),
             key=lambda e: e.stamp,
         )
+        if key is not None:
+            seen, unique = set(), []
+            for event in found:
+                if key(event) not in seen:
+                    seen.add(key(event))
+                    unique.append(event)
+            found = unique
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)

@@ -146,3 +146,27 @@ def two_node_pillar(backup_priority=99):
             }
         }
     }
+
+
+# The order of a state run that reloads (salt/nginx_ha/service.sls, watcher.sls), whichever SLS is
+# applied: each step directly requires (require / watch / onchanges) the one before it.
+RELOAD_CHAIN = (
+    "nginx_ha_nginx_site_config_validated",
+    "nginx_ha_nginx_running",
+    "nginx_ha_keepalived_config_validated",
+    "nginx_ha_health_path_switched",
+    "nginx_ha_keepalived_running",
+    "nginx_ha_nginx_site_config_final",
+    "nginx_ha_nginx_reloaded_without_old_health_endpoint",
+    "nginx_ha_node_config_recorded",
+)
+
+
+def sls_files():
+    """Every SLS file of the formula (salt/nginx_ha/*.sls), sorted."""
+    return sorted(FORMULA.glob("*.sls"))
+
+
+def sls_name(path, root="nginx_ha"):
+    """The name ``state.apply`` takes for an SLS file (init.sls is the formula itself)."""
+    return root if path.stem == "init" else f"{root}.{path.stem}"

@@ -21,6 +21,7 @@ from tests.support import formula
 
 engine = formula.load_module("_engines", "nginx_ha_events")
 runner = formula.load_module("_runners", "nginx_ha_reactor")
+import nginx_ha_event  # noqa: E402  (_utils/ is on sys.path now, as Salt's loader has it)
 
 # What keepalived 2.2.7 wrote to its notify_fifo for one instance going through start-up and stop
 # (captured from a real keepalived in a network namespace).
@@ -265,12 +266,27 @@ def test_signature_binds_sender_tag_and_payload(keypair):
     key_path, pub = keypair
     tag, data = engine.Tracker(clock=Clock()).event(engine.parse_line('INSTANCE "VI_web" FAULT 100'))
     data["sig"] = engine.Signer(key_path, "web-a")(tag, data)
-    assert engine.canonical("web-a", tag, data) == runner.canonical("web-a", tag, data)
-    assert runner.verify_signature("web-a", tag, data, pub)
-    assert not runner.verify_signature("web-b", tag, data, pub)  # claimed by another minion
-    assert not runner.verify_signature("web-a", "nginx_ha/vrrp/VI_web/master", data, pub)
-    assert not runner.verify_signature("web-a", tag, dict(data, priority=1), pub)
-    assert not runner.verify_signature("web-a", tag, dict(data, sig="bm90IGEgc2lnbmF0dXJl"), pub)
+    # one wire format: the engine signs and the runner verifies with the same module
+    assert engine.Signer is nginx_ha_event.Signer and runner.nginx_ha_event is nginx_ha_event
+    assert nginx_ha_event.verify("web-a", tag, data, pub)
+    assert not nginx_ha_event.verify("web-b", tag, data, pub)  # claimed by another minion
+    assert not nginx_ha_event.verify("web-a", "nginx_ha/vrrp/VI_web/master", data, pub)
+    assert not nginx_ha_event.verify("web-a", tag, dict(data, priority=1), pub)
+    assert not nginx_ha_event.verify("web-a", tag, dict(data, sig="bm90IGEgc2lnbmF0dXJl"), pub)
+
+
+def test_events_are_signed_once_the_minion_key_appears(keypair, tmp_path, caplog):
+    """A new minion starts its engines before it generates its key: sign as soon as it is there."""
+    key_path, pub = keypair
+    path = tmp_path / "minion.pem"
+    signer = engine.KeySigner(str(path), "web-a")
+    tag, data = engine.Tracker(clock=Clock()).event(engine.parse_line('INSTANCE "VI_web" BACKUP 99'))
+    with caplog.at_level(logging.WARNING):
+        assert signer(tag, data) is None and signer(tag, data) is None
+        path.write_bytes(open(key_path, "rb").read())
+        data["sig"] = signer(tag, data)
+    assert nginx_ha_event.verify("web-a", tag, data, pub)
+    assert [r.levelname for r in caplog.records if "minion key" in r.getMessage()] == ["ERROR", "WARNING"]  # once each
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,10 +465,10 @@ def test_every_event_carries_the_boot_id_and_the_signature_covers_it(keypair):
     assert all(data["boot"] == "boot-1" for _, data in events)
     tag, data = events[0]
     data["sig"] = engine.Signer(key_path, "web-a")(tag, data)
-    assert runner.verify_signature("web-a", tag, data, pub)
-    assert not runner.verify_signature("web-a", tag, dict(data, boot="boot-2"), pub)
+    assert nginx_ha_event.verify("web-a", tag, data, pub)
+    assert not nginx_ha_event.verify("web-a", tag, dict(data, boot="boot-2"), pub)
     unsigned_boot = {k: v for k, v in data.items() if k != "boot"}
-    assert not runner.verify_signature("web-a", tag, unsigned_boot, pub)
+    assert not nginx_ha_event.verify("web-a", tag, unsigned_boot, pub)
     # no boot id: the field is omitted, not null
     assert "boot" not in engine.Tracker(clock=Clock(), boot=None).event(engine.parse_line(KEEPALIVED_LINES[0]))[1]
 

@@ -72,7 +72,14 @@ MUTATIONS = {
     "notify": (st.tuples(st.one_of(PCHAR, NASTY), st.one_of(GOOD_PATH, NASTY)), lambda p, v: p.update(events={"notify_script": True, "salt_call": "/opt/salt " + v[0], "salt_config_dir": "/etc/" + v[1]})),
     "restart_cmd": (st.one_of(NASTY, st.lists(NASTY, max_size=3)), lambda p, v: p.setdefault("events", {}).update(minion_restart_cmd=v)),
     "flag": (st.one_of(st.booleans(), NASTY, st.integers(0, 2)), lambda p, v: p.update(local_vip=v)),
+    "firewall": (st.fixed_dictionaries({}, optional={"manage": st.one_of(st.booleans(), NASTY), "hooks": st.booleans(),
+                                                     "backend": st.one_of(st.sampled_from(["auto", "nftables", "iptables", "firewalld"]), NASTY)}),
+                 lambda p, v: p.update(firewall=v)),
+    "unicast": (st.tuples(st.one_of(st.just("203.0.113.12"), st.just("2001:db8::12"), NASTY), st.booleans()),
+                lambda p, v: (p["vrrp_instances"]["VI_web"].update(unicast=v[1]),
+                              p.update(nodes={"web-a": {"unicast_src_ip": "203.0.113.11"}, "web-b": {"unicast_src_ip": v[0]}}))),
 }
+FIREWALL_STATE = formula.load_module("_states", "nginx_ha_firewall")
 
 
 @st.composite
@@ -137,6 +144,8 @@ def test_a_pillar_is_refused_with_key_and_value_or_renders_configs_the_daemons_a
         pytest.fail(f"{chosen}: refused without naming keys: {exc}")
     node["lookup"] = config["lookup"]
     check_all(node, tmp_path)
+    # the firewall state takes the node view's rules as they are (it refuses anything else)
+    assert FIREWALL_STATE.normalize_rules(node["firewall"]["vrrp"]) == node["firewall"]["vrrp"]
     if node["events"]["notify_script"]:
         check_notify_script(node, tmp_path)
 
