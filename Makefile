@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-integration test-cluster lab-clean bench bench-quick
+.PHONY: setup demo test test-unit test-integration test-cluster lab-clean bench bench-quick test-cluster-systemd
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,11 @@ test-integration: setup
 
 test-cluster: setup
 	$(PYTEST) tests/cluster
+
+# The cluster tier on lab hosts that boot systemd as PID 1 (make test covers that kind with
+# tests/cluster/test_systemd_hosts.py and test_firewall.py).
+test-cluster-systemd: setup
+	NGINX_HA_LAB_INIT=systemd $(PYTEST) tests/cluster
 
 # Remove what an interrupted lab run may have left (namespaces, links, processes).
 lab-clean: setup

@@ -12,6 +12,8 @@ problem as ``"<pillar key>: <message>"``.
 Pure Python, standard library only: the minions need nothing beyond what Salt ships.
 """
 
+import base64
+import binascii
 import copy
 import ipaddress
 import re
@@ -39,8 +41,15 @@ class Invalid(Exception):
     """One value is not of its type (the message says what it should be)."""
 
 
-def _show(value):
+HIDDEN = "(value not shown)"
+
+
+def _show(value, kind=None):
+    """The value for an error message; never a secret (what a type's ``secret(value)`` says, or any text holding a private key)."""
     text = repr(value)
+    secret = getattr(kind, "secret", None) or getattr(getattr(kind, "inner", None), "secret", None)
+    if (secret is not None and secret(value)) or "PRIVATE KEY" in text:
+        return HIDDEN
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -143,7 +152,12 @@ KEEPALIVED_OPTION = Pattern(r"[a-z][a-z0-9_]{0,63}", "a keepalived option name (
 KEEPALIVED_WORD = Pattern(r"[A-Za-z0-9_.,:/@+=%-]{1,255}", "a keepalived value of letters, digits and _.,:/@+=%-")
 PACKAGE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.+:~-]{0,127}", "a package name")
 COMMAND_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}", "a command name")
-SERVER_NAME = Pattern(r"[A-Za-z0-9*_][A-Za-z0-9*_.-]{0,252}|_", "a server name (host name, *.wildcard or _)")
+# nginx's server_name: a host name, with a wildcard only as a whole first or last label (*.example.com,
+# www.example.*), or _ (nginx refuses "*" alone and "*x.example.com").
+SERVER_NAME = Pattern(
+    r"(?=.{1,253}$)(?:\*\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?:\.\*)?|_",
+    "a server name (host name, *.wildcard or _)",
+)
 NGINX_TIME = Pattern(r"[0-9]{1,9}(?:ms|s|m|h|d)?", "an nginx time like 2s or 500ms")
 NGINX_SIZE = Pattern(r"[0-9]{1,9}[kKmMgG]?", "an nginx size like 10m")
 
@@ -243,9 +257,12 @@ class VIP(Type):
             iface = ipaddress.ip_interface(words[0])
         except ValueError:
             raise Invalid("is not an IP address (like 203.0.113.100/24)") from None
-        out, i = [str(iface) if "/" in words[0] else str(iface.ip)], 1
+        out, i, seen = [str(iface) if "/" in words[0] else str(iface.ip)], 1, set()
         while i < len(words):
             word = words[i]
+            if word in seen or (word in ("brd", "broadcast") and {"brd", "broadcast"} & seen):
+                raise Invalid(f"gives {word} twice")
+            seen.add(word)
             if word in _VIP_FLAGS:
                 out.append(word)
                 i += 1
@@ -257,7 +274,64 @@ class VIP(Type):
                 i += 2
             else:
                 raise Invalid(f"{word!r} is not one of {', '.join(list(_VIP_OPTIONS) + list(_VIP_FLAGS))} (with its value)")
+        # keepalived refuses these for IPv6 addresses (scope and label are IPv4 notions; no broadcast)
+        if iface.version == 6 and seen & {"scope", "label", "brd", "broadcast"}:
+            raise Invalid(f"is IPv6, which takes no {', '.join(sorted(seen & {'scope', 'label', 'brd', 'broadcast'}))} (keepalived refuses them)")
+        for j, word in enumerate(out[:-1]):
+            if word in ("brd", "broadcast") and ipaddress.ip_address(out[j + 1]).version != iface.version:
+                raise Invalid(f"{word} {out[j + 1]} is not of the address's family")
         return " ".join(out)
+
+
+class TrackInterface(Type):
+    """``IF [weight W [reverse]]``, as keepalived's track_interface takes it (W within -253..253)."""
+
+    what = "an interface to track like eth1, 'eth1 weight -60' or 'eth1 weight 10 reverse'"
+    weight = Int(-253, 253, "an integer within -253..253")
+
+    def check(self, value):
+        words = value.split() if isinstance(value, str) else []
+        if not words or len(words) > 4:
+            raise Invalid(f"is not {self.what}")
+        out = [IFNAME.check(words[0])]
+        if len(words) > 1:
+            if words[1] != "weight" or len(words) < 3:
+                raise Invalid(f"is not {self.what} (after the interface: weight W [reverse])")
+            try:
+                out += ["weight", str(self.weight.check(words[2]))]
+            except Invalid as exc:
+                raise Invalid(f"weight {words[2]!r} {exc}") from None
+            if len(words) == 4:
+                if words[3] != "reverse":
+                    raise Invalid(f"{words[3]!r} is not reverse")
+                out.append("reverse")
+        return " ".join(out)
+
+
+def track_interface_parts(value):
+    """``(interface, weight, reverse)`` of a normalized track_interface entry."""
+    words = value.split()
+    return words[0], int(words[2]) if len(words) > 2 else 0, words[-1] == "reverse"
+
+
+class Hook(Type):
+    """A program keepalived's notify runs (through nginx-ha's notify_hooks.py): its absolute path, then its arguments."""
+
+    what = "a command as a list: the absolute path of a program, then its arguments (each a one-line string)"
+    program = AbsPath()
+
+    def check(self, value):
+        if not isinstance(value, list) or not value or len(value) > 64:
+            raise Invalid(f"is not {self.what} (at most 64 items)")
+        try:
+            out = [self.program.check(value[0])]
+        except Invalid as exc:
+            raise Invalid(f"program {value[0]!r} {exc}") from None
+        for item in value[1:]:
+            if isinstance(item, bool) or not isinstance(item, (str, int)) or len(str(item)) > 4096 or any(c in str(item) for c in "\0\n\r"):
+                raise Invalid(f"argument {_show(item)} is not a one-line string (at most 4096 characters)")
+            out.append(str(item))
+        return out
 
 
 _UPSTREAM_PARAMS = {
@@ -370,6 +444,170 @@ class OneOrMany(Type):
 
 
 # ---------------------------------------------------------------------------------------------
+# nginx server blocks: listen with flags, TLS material (PEM text or a path), return
+# ---------------------------------------------------------------------------------------------
+
+LISTEN_FLAGS = ("default_server", "ssl", "http2")
+
+
+class ServerListen(Type):
+    """A server block's listen, as nginx writes it: ``PORT`` or ``ADDRESS:PORT``, then any of default_server, ssl, http2."""
+
+    what = "a listen like 80, '443 ssl http2' or '203.0.113.100:443 ssl' (a port or ADDRESS:PORT, then default_server, ssl, http2)"
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).split():
+            raise Invalid(f"is not {self.what}")
+        words = str(value).split()
+        address = Listen().check(words[0])
+        flags = []
+        for word in words[1:]:
+            if word not in LISTEN_FLAGS:
+                raise Invalid(f"{word!r} is not one of {', '.join(LISTEN_FLAGS)} (what may follow the address)")
+            if word in flags:
+                raise Invalid(f"{word!r} is given twice")
+            flags.append(word)
+        return " ".join([str(address)] + [flag for flag in LISTEN_FLAGS if flag in flags])
+
+
+def listen_address(listen):
+    """The socket of a listen (``80``, ``'443 ssl'``, ``'[::]:443'``...) as nginx compares them: ``*:80``, ``[::]:443``."""
+    address = str(listen).split()[0]
+    if ":" not in address:
+        return f"*:{address}"
+    host, _, port = address.rpartition(":")
+    return f"*:{port}" if host in ("*", "0.0.0.0") else address
+
+
+def listen_flags(listen):
+    """The flags of a listen: a subset of LISTEN_FLAGS."""
+    return set(str(listen).split()[1:])
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----\n(.*?)-----END ([A-Z0-9 ]{1,64})-----", re.S)
+PEM_KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
+
+def is_pem(value):
+    """PEM text (not a path): holds a -----BEGIN line."""
+    return isinstance(value, str) and "-----BEGIN" in value
+
+
+def pem_blocks(text):
+    """
+    ``[(label, DER bytes)]`` of PEM ``text``, checked as OpenSSL reads it (lines outside the blocks
+    are ignored, as OpenSSL does). Raises :class:`Invalid` saying what is wrong, never quoting it.
+    """
+    text = text.replace("\r\n", "\n")
+    blocks, pos = [], 0
+    for number, match in enumerate(_PEM_BLOCK.finditer(text), 1):
+        if "-----" in text[pos:match.start()]:
+            raise Invalid(f"has a broken PEM line before block {number} (a BEGIN without its END?)")
+        label, body, end = match.groups()
+        if "-----" in body:
+            raise Invalid(f"block {number} ({label}) has a BEGIN line without its END")
+        if end != label:
+            raise Invalid(f"block {number}: BEGIN {label} ends with END {end}")
+        if ":" in body:
+            raise Invalid(f"block {number} ({label}) has PEM headers (an encrypted key?); give it unencrypted")
+        try:
+            der = base64.b64decode("".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise Invalid(f"block {number} ({label}) is not valid base64") from None
+        if len(der) < 2 or der[0] != 0x30:
+            raise Invalid(f"block {number} ({label}) holds no DER data")
+        blocks.append((label, der))
+        pos = match.end()
+    if "-----" in text[pos:]:
+        raise Invalid(f"has a broken PEM line after block {len(blocks)} (a BEGIN without its END?)" if blocks else "holds no complete PEM block")
+    if not blocks:
+        raise Invalid("holds no PEM block")
+    return blocks
+
+
+class TlsMaterial(Type):
+    """
+    ``ssl_certificate`` / ``ssl_certificate_key`` as nginx names them: PEM text from the pillar
+    (written by nginx-ha) or the absolute path of a file already on the node. An error never shows
+    a key's value, nor PEM text (:meth:`secret`).
+    """
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.what = (
+            "PEM text of a certificate (then its chain) or the absolute path of a file on the node"
+            if kind == "certificate"
+            else "PEM text of an unencrypted private key or the absolute path of a file on the node"
+        )
+
+    def secret(self, value):
+        """A key's value is never shown; a certificate's only when it is not PEM text (a path, say)."""
+        return self.kind != "certificate" or is_pem(value)
+
+    def check(self, value):
+        if not isinstance(value, str) or not value.strip():
+            raise Invalid(f"is not {self.what}")
+        if not is_pem(value):
+            try:
+                return AbsPath().check(value)
+            except Invalid:
+                raise Invalid(f"is not {self.what}") from None
+        labels = [label for label, _ in pem_blocks(value)]
+        if self.kind == "certificate":
+            if any("PRIVATE KEY" in label for label in labels):
+                raise Invalid("holds a private key: put it under ssl_certificate_key")
+            if set(labels) != {"CERTIFICATE"}:
+                raise Invalid(f"holds {', '.join(sorted(set(labels) - {'CERTIFICATE'}))}: only CERTIFICATE blocks (the certificate, then its chain)")
+        else:
+            keys = [label for label in labels if label != "EC PARAMETERS"]
+            if "ENCRYPTED PRIVATE KEY" in keys:
+                raise Invalid("is an encrypted private key: give it unencrypted (nginx-ha writes it root-only, mode 0600)")
+            if len(keys) != 1 or keys[0] not in PEM_KEY_LABELS:
+                raise Invalid(f"is not one private key ({' or '.join(PEM_KEY_LABELS)} block)")
+        return value.replace("\r\n", "\n").strip() + "\n"
+
+
+_RETURN_VARIABLES = ("host", "http_host", "request_uri", "uri", "args", "is_args", "scheme", "server_name", "server_port")
+_RETURN_TEXT = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!&'()*+,;=%]*")
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+class Return(Type):
+    """nginx's ``return``: a redirect ``CODE URL`` (301, 302, 303, 307, 308) or a status code alone."""
+
+    what = (
+        "an nginx return: '301 https://$host$request_uri' (301, 302, 303, 307 or 308 then a URL starting"
+        f" with https://, http://, $scheme:// or /; variables: ${', $'.join(_RETURN_VARIABLES)}) or a status code 200-599"
+    )
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise Invalid(f"is not {self.what}")
+        words = str(value).split()
+        if not words or len(words) > 2 or not _INT_TEXT.fullmatch(words[0]) or not 200 <= int(words[0]) <= 599:
+            raise Invalid(f"is not {self.what}")
+        code = int(words[0])
+        if len(words) == 1:
+            if code in REDIRECT_CODES:
+                raise Invalid(f"is a redirect without its URL: {self.what}")
+            return str(code)
+        url = words[1]
+        if code not in REDIRECT_CODES:
+            raise Invalid(f"gives a URL with {code}, which is not a redirect ({', '.join(map(str, REDIRECT_CODES))})")
+        if not url.startswith(("https://", "http://", "$scheme://", "/")):
+            raise Invalid(f"is not {self.what}")
+        for i, part in enumerate(url.split("$")):
+            if i:
+                name = re.match(r"[a-z_]*", part).group()
+                if name not in _RETURN_VARIABLES:
+                    raise Invalid(f"uses ${name or part[:1]}, not one of ${', $'.join(_RETURN_VARIABLES)}")
+                part = part[len(name):]
+            if not _RETURN_TEXT.fullmatch(part):
+                raise Invalid(f"is not {self.what}")
+        return f"{code} {url}"
+
+
+# ---------------------------------------------------------------------------------------------
 # Structure
 # ---------------------------------------------------------------------------------------------
 
@@ -419,6 +657,8 @@ def _join(key, part):
 
 def check(kind, value, key, errors, fill_defaults=True):
     """Normalize ``value`` of ``kind`` at pillar ``key``; append problems to ``errors``."""
+    if isinstance(kind, Nullable) and isinstance(kind.inner, (Dict, MapOf, ListOf)):
+        return None if value is None else check(kind.inner, value, key, errors, fill_defaults)
     if isinstance(kind, Dict):
         if value is None:
             value = {}
@@ -467,7 +707,7 @@ def check(kind, value, key, errors, fill_defaults=True):
     try:
         return kind.check(value)
     except Invalid as exc:
-        errors.append(f"{key}: {_show(value)} {exc}")
+        errors.append(f"{key}: {_show(value, kind)} {exc}")
         return None
 
 
@@ -481,6 +721,61 @@ WEIGHT_DOC = (
     " priority drops by -weight instead; it must then fall below every peer's priority (checked), so a"
     " failing node always yields. Positive weights are refused: keepalived multiplies the track file's"
     " value (1 = unhealthy) by the weight, so a failing MASTER would gain priority and keep the VIP."
+)
+
+UINT32, INT32 = 4294967295, 2147483647
+
+
+class Network(Type):
+    """An IP network in CIDR form, like 198.51.100.0/24 or 2001:db8::/48 (0.0.0.0/0, ::/0: the default route)."""
+
+    what = "a network like 198.51.100.0/24 or 2001:db8::/48"
+
+    def check(self, value):
+        try:
+            return str(ipaddress.ip_network(value.strip() if isinstance(value, str) else None))
+        except (ValueError, TypeError):
+            raise Invalid(f"is not {self.what} (address/prefix, no host bits set)") from None
+
+
+ROUTE = Dict(
+    {
+        "to": Field(Network(), None, "the destination, like 198.51.100.0/24 (0.0.0.0/0 or ::/0 for a default route)", required=True),
+        "via": Field(Nullable(IP()), None, "the gateway (a link-local IPv6 gateway needs dev)"),
+        "src": Field(Nullable(IP()), None, "the preferred source address of the route"),
+        "dev": Field(Nullable(IFNAME), None, "the interface (required unless no_track: keepalived watches a route through its interface)"),
+        "table": Field(Nullable(Int(1, UINT32)), None, "the routing table (null: main)"),
+        "metric": Field(Nullable(Int(0, UINT32)), None, "the route's metric"),
+        "scope": Field(Nullable(Choice("global", "site", "link", "host", "nowhere")), None, "the route's scope"),
+        "type": Field(Choice("unicast", "blackhole", "unreachable", "prohibit", "throw"), "unicast", "the route type"),
+        "no_track": Field(Bool(), False, "keepalived does not watch the route (if deleted, it is restored only at the next transition to MASTER)"),
+    },
+    "a route {to, via, src, dev, table, metric, scope, type, no_track}",
+)
+
+RULE = Dict(
+    {
+        "from": Field(Nullable(Network()), None, "the source network"),
+        "to": Field(Nullable(Network()), None, "the destination network"),
+        "iif": Field(Nullable(IFNAME), None, "the incoming interface"),
+        "oif": Field(Nullable(IFNAME), None, "the outgoing interface"),
+        "fwmark": Field(Nullable(Int(0, UINT32)), None, "the firewall mark"),
+        "table": Field(Int(1, UINT32), None, "the routing table the rule selects", required=True),
+        "priority": Field(Int(0, UINT32), None, "the rule's priority (preference): keepalived requires one", required=True),
+        "no_track": Field(Bool(), False, "keepalived does not watch the rule"),
+    },
+    "a rule {from, to, iif, oif, fwmark, table, priority, no_track}",
+)
+
+AUTH_PASS = Pattern(r"[A-Za-z0-9_.,:/+=%@-]{1,8}", "a password of 1-8 letters, digits and _.,:/+=%@- (keepalived uses 8 characters)", max_len=8)
+AUTH_PASS.secret = lambda value: True  # never shown in an error (see _show)
+
+AUTHENTICATION = Dict(
+    {
+        "auth_type": Field(Choice("PASS", "AH"), None, "PASS (a clear-text password in each advert) or AH (IPsec AH, IP protocol 51: open it yourself, firewall:manage opens VRRP only)", required=True),
+        "auth_pass": Field(AUTH_PASS, None, "the password, the same on every node (at most 8 characters)", required=True),
+    },
+    "keepalived's authentication {auth_type, auth_pass}",
 )
 
 NODE_FIELDS = {
@@ -498,6 +793,33 @@ INSTANCE_SETTINGS = {
     "unicast": Field(Bool(), False, "adverts go to the peers' unicast_src_ip instead of multicast"),
     "dont_track_primary": Field(Bool(), False, "ignore faults of the VRRP interface (keepalived's option)"),
     "interface": Field(Nullable(IFNAME), None, "the VRRP interface of every node (a node may override it)"),
+    # keepalived's own vocabulary, typed (keepalived.conf(5), vrrp_instance; ranges as keepalived 2.2.7 parses them)
+    "track_interface": Field(
+        Nullable(ListOf(TrackInterface(), 0, "a list of interfaces like eth1 or 'eth1 weight -60 [reverse]'")),
+        None,
+        "more interfaces whose failure moves the VIP: unweighted, a down interface puts the instance in FAULT;"
+        " 'IF weight W' adds W to the priority while the interface is up (W > 0) or subtracts -W while it is down"
+        " (W < 0), reverse inverts that",
+    ),
+    "garp_master_delay": Field(Nullable(Int(0, 4294)), None, "seconds after becoming MASTER before the second set of gratuitous ARPs / unsolicited NAs, 0: none (null: global_defs vrrp_garp_master_delay, keepalived's default 5)"),
+    "garp_master_repeat": Field(Nullable(Int(1, UINT32)), None, "gratuitous ARPs / NAs sent at a time after becoming MASTER (null: global vrrp_garp_master_repeat, default 5)"),
+    "garp_master_refresh": Field(Nullable(Int(0, UINT32)), None, "seconds between repeated gratuitous ARPs / NAs while MASTER, 0: none (null: global vrrp_garp_master_refresh)"),
+    "garp_master_refresh_repeat": Field(Nullable(Int(1, UINT32)), None, "gratuitous ARPs / NAs sent at each refresh (null: global vrrp_garp_master_refresh_repeat, default 1)"),
+    "garp_lower_prio_delay": Field(Nullable(Int(0, 4294)), None, "seconds before the second set of gratuitous ARPs / NAs after a MASTER hears a lower priority advert (null: global vrrp_garp_lower_prio_delay)"),
+    "garp_lower_prio_repeat": Field(Nullable(Int(0, INT32)), None, "gratuitous ARPs / NAs a MASTER sends when it hears a lower priority advert (null: global vrrp_garp_lower_prio_repeat)"),
+    "authentication": Field(
+        Nullable(AUTHENTICATION),
+        None,
+        "VRRPv2 only (refused with version: 3, which has none): a password in every advert (PASS, sent in clear) or"
+        " IPsec AH. RFC 3768 removed authentication from VRRPv2: it protects nothing (PASS is readable on the wire)"
+        " and both nodes must agree; keepalived.conf becomes root-only (0600)",
+    ),
+    "notify_master": Field(Nullable(Hook()), None, "a program run when the instance becomes MASTER: [/absolute/path, arg, ...] (never through a shell; see notify_timeout)"),
+    "notify_backup": Field(Nullable(Hook()), None, "a program run when the instance becomes BACKUP: [/absolute/path, arg, ...]"),
+    "notify_fault": Field(Nullable(Hook()), None, "a program run when the instance goes FAULT: [/absolute/path, arg, ...]"),
+    "notify_stop": Field(Nullable(Hook()), None, "a program run when keepalived stops the instance: [/absolute/path, arg, ...]"),
+    "notify": Field(Nullable(Hook()), None, "a program run on every transition, with keepalived's 4 arguments appended (INSTANCE, the instance, MASTER/BACKUP/FAULT/STOP, the priority)"),
+    "notify_timeout": Field(Int(1, 3600), 10, "seconds a notify_* program may run; then its process group is killed. The programs must be root-owned and not writable by group or others, nor their directories (checked at apply time and before each run)"),
 }
 
 OPTIONS = MapOf(KEEPALIVED_OPTION, Nullable(OneOrMany(KEEPALIVED_WORD)), "a mapping of keepalived option name to value (true for a flag)")
@@ -529,10 +851,34 @@ INSTANCE = Dict(
         _unset(INSTANCE_SETTINGS),
         virtual_router_id=Field(Int(1, 255), None, "VRRP router id 1-255, unique per instance on the network", required=True),
         virtual_ipaddress=Field(ListOf(VIP(), 1, "a list of VIPs like 203.0.113.100/24"), None, "the VIPs", required=True),
-        options=Field(OPTIONS, {}, "any other vrrp_instance option, passed through: {garp_master_delay: 1}"),
+        virtual_ipaddress_excluded=Field(
+            ListOf(VIP(), 0, "a list of VIPs like 2001:db8::100/64"),
+            [],
+            "more VIPs that move with the instance but are not listed in its adverts (either address family)",
+        ),
+        virtual_routes=Field(ListOf(ROUTE, 0, "a list of routes {to, via, dev, ...}"), [], "routes the MASTER adds (and removes on leaving MASTER)"),
+        virtual_rules=Field(ListOf(RULE, 0, "a list of rules {from, to, table, priority, ...}"), [], "policy routing rules the MASTER adds (and removes on leaving MASTER)"),
+        options=Field(
+            OPTIONS,
+            {},
+            "any other vrrp_instance option, passed through: {lower_prio_no_advert: true}. Not what the keys above"
+            " set, nor notify*, track_*, authentication (refused: they have their own keys)",
+        ),
         nodes=Field(MapOf(MINION_ID, Dict(NODE_FIELDS), "a mapping of minion id to {state, priority}", 1), None, "minion id -> role and priority", required=True),
     ),
     "a VRRP instance",
+)
+
+SYNC_GROUP = Dict(
+    {
+        "group": Field(ListOf(NAME, 2, "a list of at least two instance names"), None, "the instances that change state together (each in one group at most)", required=True),
+        "track_interface": Field(
+            ListOf(TrackInterface(), 0, "a list of interfaces like eth1 or 'eth1 weight -60 [reverse]'"),
+            [],
+            "interfaces whose failure moves the whole group (keepalived ignores weights on the members themselves)",
+        ),
+    },
+    "a sync group {group, track_interface}",
 )
 
 WATCHER = Dict(
@@ -601,6 +947,45 @@ FIREWALL = Dict(
     }
 )
 
+
+class PromFile(AbsPath):
+    """An absolute path of a ``*.prom`` file: node_exporter's textfile collector reads no other name."""
+
+    def __init__(self):
+        super().__init__()
+        self.what = "an absolute path without spaces of a file named *.prom"
+
+    def check(self, value):
+        value = super().check(value)
+        if not value.endswith(".prom") or value.rsplit("/", 1)[1] == ".prom":
+            raise Invalid(f"is not {self.what} (node_exporter's textfile collector reads only *.prom files)")
+        return value
+
+
+METRICS = Dict(
+    {
+        "textfile": Field(
+            Nullable(PromFile()),
+            None,
+            "write the metrics to this node_exporter textfile (replaced atomically: a temporary file in the same"
+            " directory, then rename; on every change and every interval), e.g."
+            " /var/lib/prometheus/node-exporter/nginx_ha.prom (Debian's prometheus-node-exporter); null: no file",
+        ),
+        "listen": Field(
+            Nullable(Listen()),
+            None,
+            "serve them as HTTP GET /metrics on this port or ADDRESS:PORT (a bare port binds 127.0.0.1, *:PORT"
+            " every IPv4 address), e.g. 127.0.0.1:9650; null: no port",
+        ),
+        "interval": Field(
+            Int(1, 3600),
+            15,
+            "seconds between two refreshes; a VIP that comes or goes, a health or maintenance change, a new"
+            " keepalived refresh them at once",
+        ),
+    }
+)
+
 UPSTREAM = Dict(
     {
         "servers": Field(ListOf(UpstreamServer(), 1, "a list of servers like 10.0.0.11:8080"), None, "the upstream's servers", required=True),
@@ -623,17 +1008,65 @@ HEALTH = Dict(
     }
 )
 
+SERVER = Dict(
+    {
+        "server_name": Field(OneOrMany(SERVER_NAME), None, "server_name (one or a list)", required=True),
+        "listen": Field(
+            ListOf(ServerListen(), 1, "a list of listens like 443 ssl http2"),
+            [80],
+            "nginx's listen: a port or ADDRESS:PORT, then default_server, ssl, http2 ('443 ssl http2')",
+        ),
+        "root": Field(Nullable(AbsPath(spaces=True, directory=True)), None, "document root (null: nginx:root, where the page naming the node is)"),
+        "locations": Field(
+            MapOf(UrlPath(query=False), LOCATION, "a mapping of URL path prefix to {proxy_pass, ...}"),
+            {},
+            "proxied locations, to nginx:upstreams ('/' proxies everything the server gets)",
+        ),
+        "return": Field(Nullable(Return()), None, "nginx's return for every request, e.g. '301 https://example.com$request_uri' (no root, no locations)"),
+        "redirect_to_https": Field(
+            Bool(),
+            False,
+            "also listen on port 80 of each ssl listen's address and answer 301 https://$host$request_uri there"
+            " (with the https port when it is not 443)",
+        ),
+        "ssl_certificate": Field(
+            Nullable(TlsMaterial("certificate")),
+            None,
+            "the certificate, then its chain: PEM text (written under lookup:nginx:tls_dir) or the path of a file on the node",
+        ),
+        "ssl_certificate_key": Field(
+            Nullable(TlsMaterial("key")),
+            None,
+            "its private key: PEM text (written root-only, mode 0600, never shown) or the path of a file on the node",
+        ),
+        "client_max_body_size": Field(Nullable(NGINX_SIZE), None, "nginx client_max_body_size (null: nginx:client_max_body_size)"),
+    },
+    "an nginx server block",
+)
+
 NGINX = Dict(
     {
-        "listen": Field(ListOf(Listen(), 1, "a list of ports or ADDRESS:PORT"), [80], "where the site listens"),
-        "server_name": Field(OneOrMany(SERVER_NAME), ["_"], "server_name (one or a list)"),
-        "root": Field(AbsPath(spaces=True, directory=True), "/var/www/nginx_ha", "document root"),
+        "listen": Field(ListOf(Listen(), 1, "a list of ports or ADDRESS:PORT"), [80], "where the single site listens (the site when nginx:servers is empty)"),
+        "server_name": Field(OneOrMany(SERVER_NAME), ["_"], "the single site's server_name (one or a list)"),
+        "root": Field(AbsPath(spaces=True, directory=True), "/var/www/nginx_ha", "document root (of the single site, and of servers that set none)"),
         "index_page": Field(Bool(), True, "write an index.html naming the node that served it"),
         "remove_default_site": Field(Bool(), True, "disable the distribution's default site (it also claims port 80)"),
         "client_max_body_size": Field(Nullable(NGINX_SIZE), None, "nginx client_max_body_size (null: nginx's default)"),
         "health": Field(HEALTH, None, "the health endpoint keepalived's check and the watcher probe"),
         "upstreams": Field(MapOf(NAME, UPSTREAM, "a mapping of upstream name to {servers, keepalive}"), {}, "upstream groups"),
-        "locations": Field(MapOf(UrlPath(query=False), LOCATION, "a mapping of URL path prefix to {proxy_pass, ...}"), {}, "proxied locations"),
+        "locations": Field(MapOf(UrlPath(query=False), LOCATION, "a mapping of URL path prefix to {proxy_pass, ...}"), {}, "the single site's proxied locations"),
+        "servers": Field(
+            MapOf(NAME, SERVER, "a mapping of name to server block"),
+            {},
+            "several server blocks (HTTPS, redirects), written in name order; when set they replace the single site"
+            " (listen, server_name and locations above stay unset)",
+        ),
+        "manage_sites": Field(
+            Bool(),
+            True,
+            "false: nginx-ha writes only its health endpoint: no site, no index page, the default site left alone"
+            " (for nginx managed by another formula)",
+        ),
     }
 )
 
@@ -655,6 +1088,7 @@ LOOKUP_NGINX = Dict(
         "binary": Field(AbsPath(), "/usr/sbin/nginx", "nginx binary"),
         "config": Field(AbsPath(), "/etc/nginx/nginx.conf", "nginx's main configuration"),
         "site_config": Field(AbsPath(), "/etc/nginx/conf.d/nginx_ha.conf", "the site nginx-ha writes"),
+        "tls_dir": Field(AbsPath(directory=True), "/etc/nginx/nginx_ha_tls", "where certificates and keys given as PEM text are written (root, 0700; files 0600)"),
         "default_site": Field(Nullable(AbsPath()), None, "the distribution's default site (null: none)"),
         "pidfile": Field(AbsPath(), "/run/nginx.pid", "nginx's pid file"),
     }
@@ -724,11 +1158,28 @@ SCHEMA = Dict(
         "vrrp_instances": Field(MapOf(NAME, INSTANCE, "a mapping of instance name to VRRP instance", 1), None, "the VRRP instances (VIP groups)", required=True),
         "instance_defaults": Field(Dict(INSTANCE_SETTINGS), None, "settings every vrrp_instance gets unless it sets its own"),
         "nodes": Field(MapOf(MINION_ID, Dict(NODE_FIELDS)), {}, "per-node settings shared by all instances (interface, unicast_src_ip), by minion id"),
-        "local_vip": Field(Bool(), True, "every node keeps the VIPs on lo and only the MASTER answers ARP for them"),
+        "vrrp_sync_groups": Field(
+            MapOf(NAME, SYNC_GROUP, "a mapping of sync group name to {group, track_interface}"),
+            {},
+            "instances that must move together (one instance per address family, e.g. an IPv4 and an IPv6 VIP):"
+            " their nodes and roles must match; the health check and maintenance track the group",
+        ),
+        "local_vip": Field(
+            Bool(),
+            True,
+            "every node keeps the VIPs on lo and only the MASTER answers ARP (IPv4: arp_ignore/arp_announce) or"
+            " neighbour solicitations (IPv6 answers them only on the interface holding the address) for them",
+        ),
         "global_defs": Field(OPTIONS, GLOBAL_DEFS_DEFAULT, "keepalived global_defs, passed through (router_id defaults to the minion id)"),
         "check": Field(CHECK, None, "the nginx health check"),
         "events": Field(EVENTS, None, "VRRP transitions onto Salt's event bus"),
         "firewall": Field(FIREWALL, None, "VRRP through the host firewall (nftables, iptables, firewalld): salt/nginx_ha/firewall.sls"),
+        "metrics": Field(
+            METRICS,
+            None,
+            "Prometheus metrics of this node (VRRP state, priorities, VIPs held, health, transitions, maintenance):"
+            " off unless textfile or listen is set; salt/nginx_ha/metrics.sls, README: Metrics",
+        ),
         "nginx": Field(NGINX, None, "the nginx site on the VIP and the health endpoint"),
         "pkg_refresh": Field(Nullable(Bool()), None, "refresh the package db before installing (null: Salt's default)"),
         "lookup": Field(LOOKUP, None, "OS paths and names; defaults per os_family in OS_FAMILY_LOOKUP (_utils/nginx_ha_schema.py)"),
@@ -784,6 +1235,10 @@ def keys():
             elif isinstance(inner, MapOf) and isinstance(inner.value, Dict):
                 rows.append((key, inner.describe(), field.default if not field.required else REQUIRED, field.doc))
                 walk(inner.value, f"{key}:<name>")
+            elif isinstance(getattr(inner, "inner", None), Dict) or isinstance(getattr(inner, "item", None), Dict):
+                # a mapping that may be null, or a list of mappings: the row, then each of its keys
+                rows.append((key, inner.describe(), REQUIRED if field.required else field.default, field.doc))
+                walk(inner.inner if isinstance(inner, Nullable) else inner.item, f"{key}:<n>" if isinstance(inner, ListOf) else key)
             else:
                 rows.append((key, inner.describe(), REQUIRED if field.required else field.default, field.doc))
 

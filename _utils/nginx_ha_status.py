@@ -3,7 +3,8 @@ Parse what keepalived and the kernel say about VRRP on this host (pure Python, n
 
 * ``parse_keepalived_json(text)``: keepalived's JSON data dump (``kill -s $(keepalived
   --signum=JSON)``, written to ``/tmp/keepalived.json``) -> ``{instance: {...}}``.
-* ``parse_ip_addr(text)``: ``ip -j addr`` -> ``{address: [interface, ...]}``.
+* ``parse_ip_addr(text)``: ``ip -j addr`` -> ``{address: [interface, ...]}`` (IPv4 and IPv6, in
+  ``ipaddress``'s canonical text, as the node view writes VIPs; tentative or dadfailed IPv6 left out).
 * ``instance_status(...)``: join the configured instance, keepalived's view and the kernel's.
 """
 
@@ -57,12 +58,18 @@ def parse_keepalived_json(text):
     return result
 
 
+# An IPv6 address the kernel has but does not use: duplicate address detection still running
+# (tentative) or failed (dadfailed). keepalived adds its IPv6 VIPs with nodad, so a VIP in either
+# state was added by someone else, or collided with another node's: it is not held.
+UNUSABLE_FLAGS = ("tentative", "dadfailed")
+
+
 def parse_ip_addr(text):
-    """``ip -j addr`` output -> ``{ip: [interface, ...]}`` for every address on the host."""
+    """``ip -j addr`` output -> ``{ip: [interface, ...]}`` for every usable address on the host (IPv4 and IPv6)."""
     addresses = {}
     for link in json.loads(text or "[]"):
         for info in link.get("addr_info", []):
-            if "local" in info:
+            if "local" in info and not any(info.get(flag) for flag in UNUSABLE_FLAGS):
                 ifaces = addresses.setdefault(str(ipaddress.ip_address(info["local"])), [])
                 if link.get("ifname") not in ifaces:
                     ifaces.append(link.get("ifname"))
@@ -75,9 +82,11 @@ def instance_status(configured, keepalived, local_addresses, keepalived_running)
     keepalived's own state. ``configured`` is the instance from ``nginx_ha_model.node_view``;
     ``keepalived`` its entry from ``parse_keepalived_json`` (or None).
     """
-    vips = [vip["ip"] for vip in configured["virtual_ipaddress"]]
+    # its VIPs, IPv4 or IPv6, and the excluded ones (not in the adverts, but they move with the instance)
+    entries = configured["virtual_ipaddress"] + configured.get("virtual_ipaddress_excluded", [])
+    vips = [vip["ip"] for vip in entries]
     # on its VRRP interface: with local_vip every node also has the VIPs on lo, which is not holding them
-    present = [vip["ip"] for vip in configured["virtual_ipaddress"] if vip["interface"] in local_addresses.get(vip["ip"], ())]
+    present = [vip["ip"] for vip in entries if vip["interface"] in local_addresses.get(vip["ip"], ())]
     if not keepalived_running:
         state = "STOP"
     elif keepalived is None:

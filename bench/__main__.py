@@ -213,7 +213,9 @@ def main(argv=None):
 
     restart_cmd = None
     try:
-        from lab import MINION_RESTART_CMD as restart_cmd  # noqa: N811
+        from lab import minion_restart_cmd
+
+        restart_cmd = minion_restart_cmd()
     except ImportError:
         pass
     trials = {"ours": args.trials, "baseline": args.baseline_trials if args.baseline_trials is not None else args.trials}

@@ -52,7 +52,9 @@ def main(argv=None):
     from lab import Lab
 
     try:
-        from lab import MINION_RESTART_CMD as restart_cmd  # noqa: N811
+        from lab import minion_restart_cmd
+
+        restart_cmd = minion_restart_cmd()
     except ImportError:
         restart_cmd = None
     files = {"top.sls": "base:\n  'web-*':\n    - nginx_ha\n",

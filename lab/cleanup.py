@@ -2,7 +2,8 @@
 Find and remove what lab runs leave behind: ``python -m lab.cleanup [--all] [--check]``.
 
 A run owns everything named ``nhl<run id>...`` (network namespaces, root-side bridges and veths),
-the processes living in those namespaces, and its directory ``/var/lib/nginx-ha-lab/<run id>``
+the processes living in those namespaces, its systemd hosts' cgroups
+``<cgroup2>/nginx-ha-lab/<run id>/`` (``lab.cgroup``), and its directory ``/var/lib/nginx-ha-lab/<run id>``
 whose ``owner.json`` names the owning process (PID + start time). A run is *dead* when that
 process is gone; everything of a dead run, and anything with the prefix but no run directory, is
 a leftover. The mount points the lab had to create in the root file system (``/etc/salt``,
@@ -25,12 +26,14 @@ import stat
 import sys
 import time
 
+from . import cgroup as _cgroup
 from .common import (
     DEVLOG,
     NETNS_DIR,
     LAB_ROOT,
     MOUNTPOINTS_FILE,
     NAME_RE,
+    RUN_ID_RE,
     LabError,
     live_runs,
     log,
@@ -103,7 +106,7 @@ def _init_run_id(cmdline):
 
 
 def owned_processes(run_ids):
-    """Processes belonging to ``run_ids``: in one of their netns, or one of their lab.init."""
+    """Processes belonging to ``run_ids``: in one of their netns or cgroups, or one of their lab.init."""
     ns_keys = {}
     for name in netns_names():
         rid = _run_id(name)
@@ -111,12 +114,15 @@ def owned_processes(run_ids):
             key = _ns_key(f"/run/netns/{name}")
             if key:
                 ns_keys[key] = name
+    in_cgroups = set()
+    for rid in run_ids:
+        in_cgroups |= _cgroup.procs(_cgroup.run_cgroup(rid))
     me = os.getpid()
     found = []
     for proc in processes():
         if proc["pid"] == me:
             continue
-        if proc["net"] in ns_keys or _init_run_id(proc["cmdline"]) in run_ids:
+        if proc["net"] in ns_keys or _init_run_id(proc["cmdline"]) in run_ids or proc["pid"] in in_cgroups:
             found.append(proc)
     return found
 
@@ -127,8 +133,9 @@ def _kill_all(run_ids, say):
         return
     say(f"killing {len(procs)} process(es): " + ", ".join(f"{p['pid']}:{p['comm']}" for p in procs[:12])
         + (" ..." if len(procs) > 12 else ""))
-    # lab.init first: SIGKILL to a PID namespace's init kills the whole namespace at once
-    for proc in sorted(procs, key=lambda p: "lab.init" not in p["cmdline"]):
+    # PID 1s first (lab.init, or systemd, which was one): SIGKILL to a PID namespace's init kills
+    # the whole namespace at once
+    for proc in sorted(procs, key=lambda p: "lab.init" not in p["cmdline"] and "systemd" not in p["comm"]):
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc["pid"], signal.SIGKILL)
 
@@ -168,6 +175,10 @@ def remove_runs(run_ids, say=log):
     links = [n for n in root_links() if _run_id(n) in run_ids]
     for name in sorted(links, key=lambda n: len(n), reverse=True):
         sh(["ip", "link", "del", name], check=False)
+    for rid in run_ids:
+        left = _cgroup.remove(_cgroup.run_cgroup(rid))
+        if left:
+            raise LabError(f"could not remove the cgroups {', '.join(left)}")
     dirs = run_dirs()
     for rid in run_ids:
         path = dirs.get(rid)
@@ -262,6 +273,7 @@ def release_mountpoints(say=log):
             os.unlink(DEVLOG)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(MOUNTPOINTS_FILE)
+    _cgroup.remove_parent_if_empty()
     with contextlib.suppress(OSError):
         os.rmdir(LAB_ROOT)  # only if empty
 
@@ -272,6 +284,7 @@ def stale_run_ids(include_live=False):
     ids |= {_run_id(n) for n in netns_names()}
     ids |= {_run_id(n) for n in root_links()}
     ids |= {_init_run_id(p["cmdline"]) for p in processes()}
+    ids |= {rid for rid in _cgroup.run_ids() if RUN_ID_RE.match(rid)}
     ids.discard(None)
     if not include_live:
         ids -= live_runs()
@@ -301,9 +314,10 @@ def leftovers(run_ids=None):
     found = [f"netns {n}" for n in netns_names() if mine(_run_id(n))]
     found += [f"link {n}" for n in root_links() if mine(_run_id(n))]
     found += [f"run dir {p}" for rid, p in run_dirs().items() if mine(rid)]
+    found += [f"cgroup {_cgroup.run_cgroup(rid)}" for rid in sorted(_cgroup.run_ids()) if mine(rid)]
     ids = {_run_id(n) for n in netns_names()}
     ids.discard(None)
-    ids = {i for i in ids if mine(i)} | ({*run_dirs()} if run_ids is None else set(run_ids))
+    ids = {i for i in ids if mine(i)} | ({*run_dirs(), *_cgroup.run_ids()} if run_ids is None else set(run_ids))
     found += [f"process {p['pid']} {p['comm']}: {p['cmdline'][:100]}" for p in owned_processes(ids)
               if _state(p["pid"]) != "Z"]
     return found

@@ -15,7 +15,10 @@ import sys
 import threading
 import time
 
+from . import cgroup as _cgroup
 from . import cleanup as _cleanup
+from . import systemd as _systemd
+from . import INIT_KINDS, default_init, minion_restart_cmd
 from .common import (
     HOST_PATH,
     IFNAMES,
@@ -32,7 +35,7 @@ from .common import (
     sh,
     wait_for,
 )
-from .init import DEVLOG, PRIVATE, private_dir
+from .init import BOOT_FILE, DEVLOG, PRIVATE, SYSTEMD, private_dir, private_paths, under_private
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER_OCTET = 2
@@ -133,10 +136,16 @@ class Host:
         self._starttime = None  # of PID 1, to never signal a recycled PID
         self._unshare = None  # Popen of `ip netns exec ... unshare ...`
         self._log = None
+        self._console = None  # systemd kind: the lab's side of the host's console (a pty) and its reader
 
     def __repr__(self):
         state = f"pid {self.pid}" if self.pid else "off"
-        return f"<Host {self.name} ({self.role}, {state})>"
+        return f"<Host {self.name} ({self.role}, {self.init}, {state})>"
+
+    @property
+    def init(self):
+        """The host kind: "sysvinit" (PID 1 is lab.init) or "systemd" (PID 1 is systemd)."""
+        return self.lab.init
 
     # -- addresses and links ------------------------------------------------------------
     def addr(self, net="svc"):
@@ -171,7 +180,13 @@ class Host:
         if not self.running:
             raise LabError(f"{self.name} is powered off")
         body = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
-        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-u", "--wd=/", "--", *body]
+        if self.init != "systemd":
+            return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-u", "--wd=/", "--", *body]
+        # a systemd host: also into its cgroup (the root of its cgroup namespace, where `docker exec`
+        # puts a command) and that namespace, so that /proc/*/cgroup reads as on a real machine
+        procs = os.path.join(_cgroup.host_cgroup(self.lab.run_id, self.name)[0], "cgroup.procs")
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs,
+                "nsenter", "-t", str(self.pid), "-n", "-m", "-p", "-u", "-C", "--wd=/", "--", *body]
 
     def env(self, extra=None):
         env = {"PATH": f"{self.lab.venv}/bin:{HOST_PATH}", "HOME": "/root", "LANG": "C.UTF-8",
@@ -248,22 +263,37 @@ class Lab:
     ``eth0`` and the management interface ``eth1``; there are no default routes.
 
     ``pillar_dir`` (default ``<repo>/pillar``) and ``file_roots`` (default ``[<repo>/salt]``) are
-    the master's pillar_roots/file_roots base. They must not lie under a path every host has a
-    private copy of (/tmp, /run, /srv, /etc/salt, ... see ``lab.init.PRIVATE``; pytest's tmp_path
-    is under /tmp): pass ``pillar_dir`` as a dict {relative path: text} to have the lab write the
-    files to ``<run dir>/pillar`` (``lab.pillar_dir`` then names it; edit files there and
-    ``saltutil.refresh_pillar``). ``master_extra`` / ``minion_extra`` are merged
-    (recursively) into the generated /etc/salt/master and /etc/salt/minion. ``salt=False``
-    builds the network and hosts only (about 1 s).
+    the master's pillar_roots/file_roots base; or pass ``pillar_dir`` as a dict {relative path:
+    text} to have the lab write the files to ``<run dir>/pillar`` (``lab.pillar_dir`` then names
+    it; edit files there and ``saltutil.refresh_pillar``). ``master_extra`` / ``minion_extra``
+    are merged (recursively) into the generated /etc/salt/master and /etc/salt/minion.
+    ``salt=False`` builds the network and hosts only (about 1 s).
+
+    Any checkout path works: every host has private copies of /tmp, /srv, /run, ... (see
+    ``lab.init.PRIVATE``), so the checkout, its venv, ``pillar_dir``, ``file_roots`` and the
+    directories in ``share`` (e.g. a ``runner_dirs`` entry of ``master_extra`` outside the
+    checkout) are bound, inside each host's own mount namespace, at their own path over the
+    private copy when they lie below one of those (a clone in /tmp/x/nginx-ha or /srv/nginx-ha;
+    pytest's ``tmp_path`` as ``pillar_dir``). They are the machine's directories, read-write, the
+    same files in every host (``lab.shares`` lists what was bound). A path that *is* a private
+    path (``pillar_dir="/tmp"``) is refused with a LabError, as the hosts' own copy is there.
+
+    ``init`` is the host kind (default: $NGINX_HA_LAB_INIT, else "sysvinit"): "sysvinit" hosts
+    have ``lab.init`` as PID 1, no systemctl and ``salt-minion -d``; "systemd" hosts boot Debian's
+    systemd as PID 1 in a cgroup subtree of the lab's own (``<cgroup2>/nginx-ha-lab/<id>/<host>``)
+    and cgroup namespace, with salt-master / salt-minion as enabled units, keepalived and nginx
+    from Debian's units (installed, disabled, stopped until Salt's ``systemd_service`` enables and
+    starts them), ``lab.minion_restart_cmd`` through the unit, systemd's console in
+    ``<host.dir>/console.log`` (see ``lab.systemd``).
 
     Everything is created under a run id: netns ``nhl<id>-<host>``, bridges ``nhl<id>m`` and
-    ``nhl<id>s``, directory /var/lib/nginx-ha-lab/<id>. It is all removed on exit, on an
-    exception, on Ctrl-C and on SIGTERM; leftovers of crashed runs are removed on start (and by
-    ``python -m lab.cleanup``).
+    ``nhl<id>s``, directory /var/lib/nginx-ha-lab/<id>, the systemd hosts' cgroups. It is all
+    removed on exit, on an exception, on Ctrl-C and on SIGTERM; leftovers of crashed runs are
+    removed on start (and by ``python -m lab.cleanup``).
     """
 
     def __init__(self, minions=("web-a", "web-b"), pillar_dir=None, file_roots=None, master_extra=None,
-                 minion_extra=None, salt=True, client=True, venv=None, salt_timeout=60):
+                 minion_extra=None, salt=True, client=True, venv=None, salt_timeout=60, share=(), init=None):
         minions = list(minions)
         for name in minions:
             if not HOSTNAME_RE.match(name) or name in ("master", "client"):
@@ -287,6 +317,11 @@ class Lab:
         self.venv = os.path.abspath(venv or (os.path.join(REPO, ".venv") if os.path.isdir(os.path.join(REPO, ".venv"))
                                             else sys.prefix))
         self.salt_timeout = salt_timeout
+        self.share = [os.path.abspath(p) for p in share]
+        self.init = init or default_init()
+        if self.init not in INIT_KINDS:
+            raise LabError(f"init={self.init!r}: expected one of {', '.join(INIT_KINDS)}")
+        self.shares = []  # set by start(): what every host sees at its own path (see _shares)
         self.run_id = None
         self.prefix = None
         self.run_dir = None
@@ -341,18 +376,49 @@ class Lab:
                     raise LabError(f"{tool} not in {self.venv}/bin (run scripts/setup.sh)")
             if self.pillar_dir and not os.path.isdir(self.pillar_dir):
                 raise LabError(f"pillar_dir {self.pillar_dir} does not exist")
-        for path in [self.pillar_dir, *self.file_roots]:
-            if path is None:
-                continue
-            path = os.path.realpath(path)
-            for private, _ in PRIVATE:
-                if path == private or path.startswith(private + "/"):
-                    raise LabError(f"{path} is under {private}, which every lab host has its own private copy "
-                                   f"of: the Salt master would not see it (use a path elsewhere, or pass "
-                                   f"pillar_dir as a dict of files)")
+        self.shares = self._shares()
+        if self.init == "systemd":
+            if not os.access(SYSTEMD, os.X_OK):
+                raise LabError(f"init='systemd' needs {SYSTEMD} (Debian's systemd package)")
+            root = _cgroup.cgroup2_root()
+            if root is None:
+                raise LabError("init='systemd' needs a cgroup2 hierarchy mounted on this machine "
+                               "(unified /sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid mode)")
+            if not os.access(root, os.W_OK):
+                raise LabError(f"init='systemd' needs to make cgroups under {root}, which is read-only here")
         if os.path.isdir("/run/systemd/system"):
             log("warning: this machine runs systemd; hosts still get an empty private /run")
         check_root_netns_live()
+
+    def _shares(self):
+        """
+        The directories the hosts must see at their own path although one of the hosts' private
+        paths (/tmp, /srv, ...) covers them: the checkout (lab.init runs from it), the venv, the
+        master's pillar_dir and file_roots, and ``share``. Each is given by its absolute path
+        and its real path; nested ones are dropped (the outer one is bound recursively). A path
+        that *is* a private path (pillar_dir="/tmp") is refused: the hosts' own copy is there.
+        """
+        wanted = [REPO, self.venv, *self.file_roots, *self.share]
+        if self.pillar_dir:
+            wanted.append(self.pillar_dir)
+        paths = set()
+        for path in wanted:
+            for form in (os.path.abspath(path), os.path.realpath(path)):
+                for private, _ in PRIVATE:
+                    if form == private:
+                        raise LabError(f"{path} is {private}, which every lab host has its own private copy "
+                                       f"of: the Salt master would not see it (use a directory below it or "
+                                       f"elsewhere, or pass pillar_dir as a dict of files)")
+                if under_private(form):
+                    if not os.path.isdir(form):
+                        raise LabError(f"{path} is under {under_private(form)} (private in every lab host) and is "
+                                       f"not a directory the lab could share with the hosts")
+                    paths.add(form)
+        kept = []
+        for path in sorted(paths, key=len):
+            if not any(path.startswith(k + "/") for k in kept):
+                kept.append(path)
+        return kept
 
     def start(self):
         if self._started:
@@ -366,7 +432,7 @@ class Lab:
         try:
             with _cleanup.lock():
                 self._create_run_dir()
-                _cleanup.ensure_mountpoints([p for p, _ in PRIVATE], files=[DEVLOG])
+                _cleanup.ensure_mountpoints([p for p, _ in private_paths(self.init)], files=[DEVLOG])
             if self._pillar_files is not None:
                 self.pillar_dir = os.path.join(self.run_dir, "pillar")
                 for rel, text in self._pillar_files.items():
@@ -380,15 +446,17 @@ class Lab:
             for host in self.hosts.values():
                 self._prepare_dirs(host)
                 self._plug(host)
+            if self.use_salt:  # before the boot: a systemd host starts its Salt daemon by itself
+                self._write_salt_config()
             for host in self.hosts.values():
                 self._boot(host)
             for host in self.hosts.values():
                 self._wait_ready(host)
+            self._wait_booted(list(self.hosts.values()))
             self.timings["hosts"] = time.monotonic() - t0
-            log(f"{len(self.hosts)} hosts up in {self.timings['hosts']:.1f}s")
+            log(f"{len(self.hosts)} {self.init} hosts up in {self.timings['hosts']:.1f}s")
             if self.use_salt:
                 t1 = time.monotonic()
-                self._write_salt_config()
                 self._start_salt(list(self.hosts.values()))
                 self.wait_minions()
                 self.timings["salt"] = time.monotonic() - t1
@@ -456,7 +524,7 @@ class Lab:
     def _prepare_dirs(self, host):
         """Per-host directories on disk (first boot only: what exists survives power cycles)."""
         os.makedirs(host.dir, mode=0o755, exist_ok=True)
-        for path, kind in PRIVATE:
+        for path, kind in private_paths(self.init):
             dst = private_dir(host.dir, path)
             if os.path.exists(dst):
                 continue
@@ -466,8 +534,16 @@ class Lab:
                 shutil.copystat(path, dst)
             else:
                 os.makedirs(dst, mode=0o755)
+            if self.init == "systemd" and path == "/etc/systemd":
+                _systemd.prepare_etc(dst, host.role, self.venv, REPO, host.dir, salt=self.use_salt)
         with open(os.path.join(host.dir, "hosts"), "w") as fh:
             fh.write(self._hosts_file())
+        if self.init == "systemd":
+            with open(os.path.join(host.dir, "hostname"), "w") as fh:
+                fh.write(f"{host.name}\n")
+            if not os.path.exists(os.path.join(host.dir, "machine-id")):
+                with open(os.path.join(host.dir, "machine-id"), "w") as fh:
+                    fh.write(secrets.token_hex(16) + "\n")
 
     def _plug(self, host):
         """Create the host's netns and its links (veth: root side on the bridge, eth0/eth1 inside)."""
@@ -486,6 +562,13 @@ class Lab:
         """Start the host's PID 1 (lab.init) in fresh mount/PID/UTS namespaces inside its netns."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(host.dir, "ready"))
+        boot = {"shares": self.shares, "init": self.init}
+        if self.init == "systemd":
+            _cgroup.remove(_cgroup.host_cgroup(self.run_id, host.name)[0])  # a previous boot's, if any
+            boot["cgroup"] = _cgroup.make(self.run_id, host.name)
+            boot["console"] = self._open_console(host)
+        with open(os.path.join(host.dir, BOOT_FILE), "w") as fh:
+            json.dump(boot, fh)
         host._log = open(os.path.join(host.dir, "init.log"), "ab")
         argv = []
         if _main_thread() and shutil.which("setpriv"):
@@ -500,6 +583,80 @@ class Lab:
         env = host.env({"PYTHONPATH": REPO})
         host._unshare = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=host._log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    @staticmethod
+    def _open_console(host):
+        """
+        A pseudo-terminal for a systemd host's /dev/console (systemd writes its messages and, here,
+        its units' output there): the lab keeps the master side and copies what arrives to
+        ``<hostdir>/console.log``. Returns the path of the terminal for lab.init to bind.
+        """
+        master, slave = os.openpty()
+        path = os.ttyname(slave)
+        out = open(os.path.join(host.dir, "console.log"), "ab", buffering=0)
+
+        def pump():
+            try:
+                while True:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: the lab closed its side of the terminal (power off)
+                        return
+                    if not data:
+                        return
+                    out.write(data.replace(b"\r\n", b"\n"))  # the terminal's ONLCR
+            finally:
+                out.close()
+                with contextlib.suppress(OSError):
+                    os.close(master)
+
+        thread = threading.Thread(target=pump, name=f"console-{host.name}", daemon=True)
+        thread.start()
+        host._console = (slave, thread)  # the slave stays open here until power off: no EIO meanwhile
+        return path
+
+    @staticmethod
+    def _close_console(host):
+        if host._console is None:
+            return
+        slave, thread = host._console
+        host._console = None
+        with contextlib.suppress(OSError):
+            os.close(slave)
+        thread.join(2)
+
+    def _wait_booted(self, hosts, timeout=60):
+        """systemd hosts: wait until their boot is done (``systemctl is-system-running --wait``)."""
+        hosts = [h for h in hosts if h.init == "systemd"]
+        if not hosts:
+            return
+
+        def one(host):
+            deadline = time.monotonic() + timeout
+            state = "timeout"
+            while time.monotonic() < deadline:
+                # "offline" until systemd, just exec'd by lab.init, listens on /run/systemd/private
+                try:
+                    res = host.run(["systemctl", "is-system-running", "--wait"],
+                                   timeout=max(1.0, deadline - time.monotonic()))
+                except CommandTimeout:
+                    break
+                state = res.stdout.strip() or "offline"
+                if state != "offline":
+                    break
+                time.sleep(0.05)
+            if state == "running":
+                return
+            failed = host.run(["systemctl", "--failed", "--no-legend", "--plain"], timeout=30).stdout.strip()
+            if state == "degraded":
+                log(f"warning: {host.name} booted degraded; failed units:\n{failed}")
+                return
+            raise LabError(f"{host.name}: systemd did not finish booting ({state}); failed units:\n{failed}\n"
+                           f"console.log:\n{_tail(_read(os.path.join(host.dir, 'console.log')))}")
+
+        with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
+            for future in [pool.submit(one, h) for h in hosts]:
+                future.result()
 
     def _wait_ready(self, host, timeout=20):
         ready = os.path.join(host.dir, "ready")
@@ -567,9 +724,20 @@ class Lab:
             return
         log("starting " + ", ".join(f"{d} on {h.name}" for h, d in jobs))
         with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-            futures = [pool.submit(h.run, [d, "-d"], True, 60) for h, d in jobs]
+            # systemd hosts start their enabled unit at boot: `systemctl start` only waits for it
+            futures = [pool.submit(h.run, ["systemctl", "start", d] if h.init == "systemd" else [d, "-d"], True, 60)
+                       for h, d in jobs]
             for future in futures:
                 future.result()
+
+    def start_salt(self, name):
+        """Start the Salt daemon of host ``name`` (salt-master / salt-minion) its kind's way, as the
+        lab does at boot: ``<daemon> -d`` on sysvinit hosts, ``systemctl start <daemon>`` (its unit,
+        also after a failure) on systemd hosts. Does not wait for minions to answer."""
+        host = self.host(name)
+        if host.role not in ("master", "minion"):
+            raise LabError(f"{name} runs no Salt daemon")
+        self._start_salt([host])
 
     def wait_minions(self, names=None, timeout=None):
         """Wait until the master accepted the minions' keys and they answer test.ping."""
@@ -644,12 +812,18 @@ class Lab:
 
     def minion_pid(self, name):
         """PID (as a string) of ``name``'s running salt-minion per its pidfile, or None."""
-        res = self.host(name).run("cat /run/salt-minion.pid 2>/dev/null", timeout=30)
+        host = self.host(name)
+        if host.init == "systemd":  # the unit's main process (the pidfile is its child's) ...
+            res = host.run(["systemctl", "show", "--property=MainPID", "--value", "salt-minion"], timeout=30)
+            if res.stdout.strip() not in ("", "0"):
+                return res.stdout.strip()
+        # ... or, with the unit not running (a `salt-minion -d` started by hand), the pidfile
+        res = host.run("cat /run/salt-minion.pid 2>/dev/null", timeout=30)
         return res.stdout.strip() or None
 
     def wait_minion_restart(self, name, old_pid, timeout=60):
         """
-        After a state run restarted ``name``'s minion (MINION_RESTART_CMD, in the background): until
+        After a state run restarted ``name``'s minion (``minion_restart_cmd``, in the background): until
         the old process has exited it still answers test.ping, so wait for a new, live process and
         then for it to answer.
         """
@@ -662,6 +836,13 @@ class Lab:
         else:
             raise LabError(f"{name}'s salt-minion was not restarted within {timeout}s (still pid {old_pid})")
         self.wait_minions([name])
+
+    @property
+    def minion_restart_cmd(self):
+        """The nginx_ha pillar's events:minion_restart_cmd for this lab's hosts (argv list):
+        lab.MINION_RESTART_CMD on sysvinit hosts, lab.SYSTEMD_MINION_RESTART_CMD (through the unit)
+        on systemd hosts."""
+        return minion_restart_cmd(self.init)
 
     @property
     def salt_call(self):
@@ -684,8 +865,11 @@ class Lab:
                 f"[ $i -gt {int(timeout * 5)} ] && pkill -KILL -f 'bin/[s]alt-master'; sleep 0.2; done; "
                 "rm -f /run/salt-master.pid")
         t0 = time.monotonic()
-        self.master.run(stop, check=True, timeout=timeout + 30)
-        self._start_salt([self.master])
+        if self.master.init == "systemd":
+            self.master.run(["systemctl", "restart", "salt-master"], check=True, timeout=timeout + 30)
+        else:
+            self.master.run(stop, check=True, timeout=timeout + 30)
+            self._start_salt([self.master])
         self.wait_minions()
         log(f"salt-master restarted ({time.monotonic() - t0:.1f}s)")
 
@@ -716,6 +900,10 @@ class Lab:
                 text = host.read_file(path, missing_ok=True)
                 if text:
                     out.append(f"===== {host.name}:{path}\n{_tail(text, lines)}")
+            if host.init == "systemd":  # systemd's own messages and its units' output
+                text = _read(os.path.join(host.dir, "console.log"))
+                if text:
+                    out.append(f"===== {host.name}: console (systemd)\n{_tail(text, lines)}")
         return "\n".join(out)
 
     # -- faults -----------------------------------------------------------------------------
@@ -771,6 +959,11 @@ class Lab:
             host._log = None
         host.pid = None
         host._unshare = None
+        self._close_console(host)
+        if host.init == "systemd" and self.run_id:
+            left = _cgroup.remove(_cgroup.host_cgroup(self.run_id, host.name)[0])
+            if left:
+                log(f"warning: {host.name}: cgroups not removed: {', '.join(left)}")
         sh(["ip", "netns", "del", host.netns], check=False)
         for net in host.nets:
             if host.veth(net) in root_links():
@@ -791,6 +984,7 @@ class Lab:
             self._plug(host)
             self._boot(host)
             self._wait_ready(host)
+            self._wait_booted([host])
             if self.use_salt:
                 self._start_salt([host])
                 if wait and host.role == "minion":
@@ -811,7 +1005,9 @@ class Lab:
                     signal.signal(sig, signal.SIG_IGN)
             try:
                 t0 = time.monotonic()
-                running = [h for h in self.hosts.values() if h.running]
+                # lab.init stops everything on SIGTERM, in about a second; a systemd host's orderly
+                # power-off (SIGRTMIN+4) takes seconds and nothing of it survives the run: SIGKILL
+                running = [h for h in self.hosts.values() if h.running and h.init != "systemd"]
                 for host in running:
                     with contextlib.suppress(ProcessLookupError):
                         host.signal_init(signal.SIGTERM)
@@ -855,6 +1051,14 @@ class Lab:
 
 def _main_thread():
     return threading.current_thread() is threading.main_thread()
+
+
+def _read(path):
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _parse_json(text):

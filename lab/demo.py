@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from lab import MINION_RESTART_CMD, Lab
+from lab import Lab, minion_restart_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIP = "203.0.113.100"
@@ -25,7 +25,7 @@ NODES = ("web-a", "web-b")
 PILLAR = {
     "nginx_ha": {
         "pkg_refresh": False,
-        "events": {"minion_restart_cmd": MINION_RESTART_CMD},
+        "events": {"minion_restart_cmd": minion_restart_cmd()},
         "vrrp_instances": {
             "VI_web": {
                 "interface": "eth0",

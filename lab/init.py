@@ -3,21 +3,32 @@ PID 1 of one lab host: ``python -m lab.init <hostdir> <hostname>``.
 
 Started by :class:`lab.Lab` as
 ``ip netns exec <ns> unshare --mount --uts --pid --fork --mount-proc --propagation private ...``,
-so it runs in the host's own network, mount, PID and UTS namespaces. It
+so it runs in the host's own network, mount, PID and UTS namespaces. It reads
+``<hostdir>/boot.json`` (the host kind, the directories to share, a systemd host's cgroup and
+console), then
 
-1. sets the hostname;
+1. sets the hostname; a systemd host's PID 1 also moves into the cgroup the lab made for it and
+   into a new cgroup namespace rooted there, and mounts that view of cgroup2 at /sys/fs/cgroup;
 2. drops its copies of the root namespace's ``/run/netns`` mounts (they would keep other hosts'
    network namespaces alive after those hosts are powered off);
 3. bind-mounts the per-host directories of :data:`PRIVATE` (prepared on disk by the lab under
-   ``<hostdir>/root``) over the real paths, overlays ``/usr/sbin`` to put a ``runlevel`` that
-   prints ``N 2`` there, and hides ``systemctl`` behind ``/dev/null``, so that Salt picks its
-   Debian (sysvinit) service module and really runs ``/etc/init.d`` scripts;
-4. binds a syslog socket of its own over ``/dev/log`` and appends every message to the host's
-   ``/var/log/syslog`` (keepalived logs only to syslog; the machine has no syslog daemon);
+   ``<hostdir>/root``) over the real paths, then binds back, at their own path, the machine's
+   directories the lab shares that those private paths cover (a checkout in /tmp or /srv, its
+   venv, the master's pillar: ``boot.json`` "shares");
+4. sysvinit kind: overlays ``/usr/sbin`` to put a ``runlevel`` that prints ``N 2`` there, and
+   hides ``systemctl`` behind ``/dev/null``, so that Salt picks its Debian (sysvinit) service
+   module and really runs ``/etc/init.d`` scripts; binds a syslog socket of its own over
+   ``/dev/log`` and appends every message to the host's ``/var/log/syslog`` (keepalived logs
+   only to syslog; the machine has no syslog daemon);
 5. writes ``<hostdir>/ready``;
-6. reaps orphans forever (daemons re-parent to it; unreaped zombies would fool pidfiles and
-   ``ps``). On SIGTERM it sends SIGTERM to everything in the host, waits a short grace period,
-   SIGKILLs the rest and exits (the kernel then kills whatever is left in the PID namespace).
+6. sysvinit kind: reaps orphans forever (daemons re-parent to it; unreaped zombies would fool
+   pidfiles and ``ps``). On SIGTERM it sends SIGTERM to everything in the host, waits a short
+   grace period, SIGKILLs the rest and exits (the kernel then kills whatever is left in the PID
+   namespace). systemd kind: makes /sys and /proc/sys read-only (not /proc/sys/net), gives the
+   host a /dev of its own with the lab's pseudo-terminal as /dev/console, binds the host's
+   /etc/hostname and /etc/machine-id, and execs ``/lib/systemd/systemd`` with
+   ``container=nginx-ha-lab`` (see ``lab.systemd``). There, ``python -m lab.init --syslog
+   <hostdir>`` is the syslog daemon (a unit).
 
 Only the standard library is used. Output goes to ``<hostdir>/init.log``.
 """
@@ -65,6 +76,17 @@ PRIVATE = (
     ("/var/lib/keepalived", "empty"),
     ("/srv", "empty"),
 )
+# Also private on systemd hosts: the manager's own state (timers, enablement records, ...).
+PRIVATE_SYSTEMD = (
+    ("/var/lib/systemd", "empty"),
+)
+
+
+def private_paths(init=None):
+    """The private paths of a host of kind ``init`` ("sysvinit", the default, or "systemd")."""
+    return PRIVATE + (PRIVATE_SYSTEMD if init == "systemd" else ())
+
+
 # Directories made inside the private trees at every boot: (path, mode).
 BOOT_DIRS = (
     ("/run/lock", 0o1777),
@@ -80,7 +102,10 @@ SYSTEMCTL = "/usr/bin/systemctl"
 SBIN = "/usr/sbin"
 RUNLEVEL_SCRIPT = "#!/bin/sh\n# nginx-ha lab: no systemd here; Debian's default runlevel\necho 'N 2'\n"
 
+BOOT_FILE = "boot.json"  # <hostdir>/boot.json: what the lab tells the host's init (see read_boot)
+
 MS_BIND = 4096
+MS_REC = 16384
 MNT_DETACH = 2
 
 
@@ -129,15 +154,69 @@ def _empty_dir(path):
             os.unlink(full)
 
 
-def setup(hostdir, hostname):
+def read_boot(hostdir):
+    """
+    ``<hostdir>/boot.json`` written by the lab before every boot: ``{"shares": [path, ...]}``, the
+    root file system's directories that must stay visible at their own path in the host although
+    they lie under one of its private paths (the checkout, its venv, the master's file_roots and
+    pillar when cloned under /tmp or /srv). Missing file: nothing to share.
+    """
+    try:
+        with open(os.path.join(hostdir, BOOT_FILE)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return {}
+
+
+def under_private(path):
+    """The private path (of PRIVATE) strictly containing ``path``, or None."""
+    for private, _ in PRIVATE:
+        if path.startswith(private + "/"):
+            return private
+    return None
+
+
+def _open_shares(paths):
+    """O_PATH descriptors of ``paths`` taken before the private mounts hide them: {path: fd}."""
+    fds = {}
+    for path in paths:
+        try:
+            fds[path] = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            print(f"[init] cannot share {path}: {exc}", flush=True)
+    return fds
+
+
+def _bind_shares(fds):
+    """
+    Bind each shared directory (recursively: a venv bound below the checkout comes along) at its
+    own path inside the private tree now mounted over it. The mount point is created in the
+    host's private copy (its /tmp is emptied at every boot; its /srv is on the host's "disk").
+    """
+    for path, fd in fds.items():
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, flags=MS_BIND | MS_REC)
+        finally:
+            os.close(fd)
+
+
+def setup(hostdir, hostname, boot=None):
+    """Everything before the host's first process runs; returns the syslog socket (sysvinit kind)."""
+    boot = read_boot(hostdir) if boot is None else boot
+    systemd = boot.get("init") == "systemd"
     socket.sethostname(hostname)
+    if systemd:
+        _enter_cgroup(boot["cgroup"])
 
     # Copies of the root namespace's netns bind mounts hold those namespaces alive.
     for point in sorted((p for p in _mountpoints() if p == "/run/netns" or p.startswith("/run/netns/")),
                         key=len, reverse=True):
         _umount_lazy(point)
 
-    for path, kind in PRIVATE:
+    # shallow first: a share below another one comes along with it (the lab drops such nesting)
+    shares = _open_shares(sorted(boot.get("shares", ()), key=len))
+    for path, kind in private_paths(boot.get("init")):
         src = private_dir(hostdir, path)
         os.makedirs(src, exist_ok=True)
         if kind == "boot":
@@ -147,10 +226,16 @@ def setup(hostdir, hostname):
     for path, mode in BOOT_DIRS:
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode)
+    _bind_shares(shares)
 
     hosts = os.path.join(hostdir, HOSTS_FILE)
     if os.path.exists(hosts):
         _mount(hosts, "/etc/hosts", flags=MS_BIND)
+
+    if systemd:
+        _systemd_host(hostdir, hostname, boot)
+        os.chdir("/")
+        return None
 
     # runlevel is a symlink to systemctl: overlay /usr/sbin with an upper layer holding a script
     # of that name, then hide systemctl itself (Salt would otherwise use systemd "offline mode",
@@ -170,6 +255,95 @@ def setup(hostdir, hostname):
     sock = _syslog_socket(hostdir)
     os.chdir("/")
     return sock
+
+
+# -- the systemd kind ------------------------------------------------------------------------
+
+CLONE_NEWCGROUP = 0x02000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_MOVE = 8192
+CGROUP_MOUNT = "/sys/fs/cgroup"
+SYSTEMD = "/lib/systemd/systemd"
+CONTAINER = "nginx-ha-lab"  # $container for systemd: it then behaves as in a container (nspawn's rules)
+# Device nodes of the host's own /dev (a tmpfs, as systemd-nspawn gives a container): bound from the machine's
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def _enter_cgroup(cgroup):
+    """
+    Move this process (the host's PID 1 to be) into its cgroup, made by the lab in the root
+    namespace (``cgroup``: its path in the cgroup2 hierarchy, e.g. /nginx-ha-lab/<run>/<host>),
+    then into a cgroup namespace rooted there, and mount that namespace's view of cgroup2 at
+    /sys/fs/cgroup (``ip netns exec`` gave us a fresh /sys without the machine's cgroup mounts).
+    systemd then sees a unified hierarchy whose root is the host's subtree and creates init.scope,
+    system.slice ... in it, never at the machine's root.
+    """
+    _mount("cgroup2", CGROUP_MOUNT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:
+        with open(os.path.join(CGROUP_MOUNT, cgroup.lstrip("/"), "cgroup.procs"), "w") as fh:
+            fh.write("0")
+    finally:
+        _umount_lazy(CGROUP_MOUNT)
+    if _libc.unshare(CLONE_NEWCGROUP) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWCGROUP): {os.strerror(err)}")
+    _mount("cgroup2", CGROUP_MOUNT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _systemd_host(hostdir, hostname, boot):
+    """
+    What a container manager does before starting systemd: read-only /sys (its cgroup2 mount stays
+    writable) and /proc/sys (except /proc/sys/net, this host's own network namespace: sysctl
+    states work, kernel-wide settings stay the machine's), a /dev of its own (systemd and its
+    units create nodes, sockets and links there: /dev/log is the host's syslog), the console on
+    the lab's pseudo-terminal, and the host's own /etc/hostname and /etc/machine-id.
+    """
+    _mount(None, "/sys", flags=MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    proc = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _mount("/proc/sys", "/proc/sys", flags=MS_BIND)
+    _mount(None, "/proc/sys", flags=MS_REMOUNT | MS_BIND | MS_RDONLY | proc)
+    _mount("/proc/sys/net", "/proc/sys/net", flags=MS_BIND)
+    _mount(None, "/proc/sys/net", flags=MS_REMOUNT | MS_BIND | proc)
+    _private_dev(hostdir, boot.get("console"))
+    for name in ("hostname", "machine-id"):
+        path = os.path.join(hostdir, name)
+        if os.path.exists(path):
+            _mount(path, f"/etc/{name}", flags=MS_BIND)
+
+
+def _private_dev(hostdir, console):
+    staging = os.path.join(hostdir, "dev")
+    os.makedirs(staging, exist_ok=True)
+    _mount("tmpfs", staging, "tmpfs", MS_NOSUID, "mode=755,size=4m")
+    for name in DEV_NODES:
+        node = os.path.join(staging, name)
+        open(node, "w").close()
+        _mount(f"/dev/{name}", node, flags=MS_BIND)
+    node = os.path.join(staging, "console")
+    open(node, "w").close()
+    _mount(console or "/dev/null", node, flags=MS_BIND)
+    for name in ("pts", "shm", "mqueue"):
+        os.mkdir(os.path.join(staging, name))
+    _mount("devpts", os.path.join(staging, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+           "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.symlink("pts/ptmx", os.path.join(staging, "ptmx"))
+    _mount("tmpfs", os.path.join(staging, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+        os.symlink(target, os.path.join(staging, name))
+    _mount(staging, "/dev", flags=MS_MOVE)
+
+
+def exec_systemd(hostname):
+    """Replace this process (PID 1) with systemd; its manager logs go to the console (the lab's pty)."""
+    env = {"container": CONTAINER, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "LANG": "C.UTF-8"}
+    print(f"[init {hostname}] exec {SYSTEMD}", flush=True)
+    os.execve(SYSTEMD, [SYSTEMD, "--log-target=console", "--log-level=info", "--show-status=false"], env)
 
 
 def _syslog_socket(hostdir):
@@ -249,25 +423,8 @@ def shutdown(grace):
         time.sleep(0.02)
 
 
-def main(argv):
-    hostdir, hostname = argv[1], argv[2]
-    grace = float(os.environ.get("LAB_INIT_GRACE", "1.0"))
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    try:
-        sock = setup(hostdir, hostname)
-    except Exception as exc:  # noqa: BLE001 - reported through init.log, the lab shows it
-        print(f"[init {hostname}] setup failed: {exc!r}", flush=True)
-        return 1
-    ready_file = os.path.join(hostdir, "ready")
-    with open(ready_file + ".tmp", "w") as fh:
-        json.dump({"hostname": hostname, "time": time.time()}, fh)
-    os.rename(ready_file + ".tmp", ready_file)
-    print(f"[init {hostname}] ready", flush=True)
-
+def _serve_syslog(sock, stop):
+    """Append what arrives on ``sock`` to /var/log/syslog until ``stop``; reap orphans meanwhile."""
     # Signals wake the select() through the wakeup fd (no race between a check and the wait).
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
@@ -294,6 +451,69 @@ def main(argv):
                     syslog.write(_syslog_line(data))
                 except OSError:
                     pass
+
+
+def _sd_notify(message):
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(path)
+        sock.sendall(message.encode())
+
+
+def syslog_main(hostdir):
+    """
+    ``python -m lab.init --syslog <hostdir>``: the syslog daemon of a systemd host (unit
+    nginx-ha-lab-syslog.service, Type=notify): /dev/log (the host's own /dev) into
+    /var/log/syslog, lines as PID 1 of a sysvinit host writes them.
+    """
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(DEVLOG)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(DEVLOG)
+    os.chmod(DEVLOG, 0o666)
+    sock.setblocking(False)
+    _sd_notify("READY=1")
+    _serve_syslog(sock, stop)
+    return 0
+
+
+def main(argv):
+    if argv[1] == "--syslog":
+        return syslog_main(argv[2])
+    hostdir, hostname = argv[1], argv[2]
+    boot = read_boot(hostdir)
+    grace = float(os.environ.get("LAB_INIT_GRACE", "1.0"))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        sock = setup(hostdir, hostname, boot)
+    except Exception as exc:  # noqa: BLE001 - reported through init.log, the lab shows it
+        print(f"[init {hostname}] setup failed: {exc!r}", flush=True)
+        return 1
+    ready_file = os.path.join(hostdir, "ready")
+    with open(ready_file + ".tmp", "w") as fh:
+        json.dump({"hostname": hostname, "time": time.time(), "init": boot.get("init", "sysvinit")}, fh)
+    os.rename(ready_file + ".tmp", ready_file)
+    print(f"[init {hostname}] ready", flush=True)
+    if boot.get("init") == "systemd":
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            exec_systemd(hostname)
+        except OSError as exc:
+            print(f"[init {hostname}] cannot exec systemd: {exc!r}", flush=True)
+            return 1
+
+    _serve_syslog(sock, stop)
     print(f"[init {hostname}] SIGTERM: stopping everything", flush=True)
     shutdown(grace)
     return 0

@@ -39,7 +39,63 @@ nginx_ha:
     # the VRRP interface of every node (a node may override it) (an interface name (at most 15
     # letters, digits, '_', '.', '-'), or null)
     # interface: null
-  # every node keeps the VIPs on lo and only the MASTER answers ARP for them (true or false)
+    # more interfaces whose failure moves the VIP: unweighted, a down interface puts the instance
+    # in FAULT; 'IF weight W' adds W to the priority while the interface is up (W > 0) or
+    # subtracts -W while it is down (W < 0), reverse inverts that (a list of interfaces like eth1
+    # or 'eth1 weight -60 [reverse]', or null)
+    # track_interface: null
+    # seconds after becoming MASTER before the second set of gratuitous ARPs / unsolicited NAs, 0:
+    # none (null: global_defs vrrp_garp_master_delay, keepalived's default 5) (an integer within
+    # 0-4294, or null)
+    # garp_master_delay: null
+    # gratuitous ARPs / NAs sent at a time after becoming MASTER (null: global
+    # vrrp_garp_master_repeat, default 5) (an integer within 1-4294967295, or null)
+    # garp_master_repeat: null
+    # seconds between repeated gratuitous ARPs / NAs while MASTER, 0: none (null: global
+    # vrrp_garp_master_refresh) (an integer within 0-4294967295, or null)
+    # garp_master_refresh: null
+    # gratuitous ARPs / NAs sent at each refresh (null: global vrrp_garp_master_refresh_repeat,
+    # default 1) (an integer within 1-4294967295, or null)
+    # garp_master_refresh_repeat: null
+    # seconds before the second set of gratuitous ARPs / NAs after a MASTER hears a lower priority
+    # advert (null: global vrrp_garp_lower_prio_delay) (an integer within 0-4294, or null)
+    # garp_lower_prio_delay: null
+    # gratuitous ARPs / NAs a MASTER sends when it hears a lower priority advert (null: global
+    # vrrp_garp_lower_prio_repeat) (an integer within 0-2147483647, or null)
+    # garp_lower_prio_repeat: null
+    # VRRPv2 only (refused with version: 3, which has none): a password in every advert (PASS,
+    # sent in clear) or IPsec AH. RFC 3768 removed authentication from VRRPv2: it protects nothing
+    # (PASS is readable on the wire) and both nodes must agree; keepalived.conf becomes root-only
+    # (0600) (keepalived's authentication {auth_type, auth_pass}, or null)
+    # authentication: null
+    # a program run when the instance becomes MASTER: [/absolute/path, arg, ...] (never through a
+    # shell; see notify_timeout) (a command as a list: the absolute path of a program, then its
+    # arguments (each a one-line string), or null)
+    # notify_master: null
+    # a program run when the instance becomes BACKUP: [/absolute/path, arg, ...] (a command as a
+    # list: the absolute path of a program, then its arguments (each a one-line string), or null)
+    # notify_backup: null
+    # a program run when the instance goes FAULT: [/absolute/path, arg, ...] (a command as a list:
+    # the absolute path of a program, then its arguments (each a one-line string), or null)
+    # notify_fault: null
+    # a program run when keepalived stops the instance: [/absolute/path, arg, ...] (a command as a
+    # list: the absolute path of a program, then its arguments (each a one-line string), or null)
+    # notify_stop: null
+    # a program run on every transition, with keepalived's 4 arguments appended (INSTANCE, the
+    # instance, MASTER/BACKUP/FAULT/STOP, the priority) (a command as a list: the absolute path of
+    # a program, then its arguments (each a one-line string), or null)
+    # notify: null
+    # seconds a notify_* program may run; then its process group is killed. The programs must be
+    # root-owned and not writable by group or others, nor their directories (checked at apply time
+    # and before each run) (an integer within 1-3600)
+    # notify_timeout: 10
+  # instances that must move together (one instance per address family, e.g. an IPv4 and an IPv6
+  # VIP): their nodes and roles must match; the health check and maintenance track the group (a
+  # mapping of sync group name to {group, track_interface})
+  # vrrp_sync_groups: {}
+  # every node keeps the VIPs on lo and only the MASTER answers ARP (IPv4:
+  # arp_ignore/arp_announce) or neighbour solicitations (IPv6 answers them only on the interface
+  # holding the address) for them (true or false)
   # local_vip: true
   # keepalived global_defs, passed through (router_id defaults to the minion id) (a mapping of
   # keepalived option name to value (true for a flag))
@@ -127,13 +183,31 @@ nginx_ha:
     # applies them), and a start or reload of nftables.service / the iptables services re-applies
     # them (true or false)
     # hooks: true
+  # Prometheus metrics of this node (VRRP state, priorities, VIPs held, health, transitions,
+  # maintenance): off unless textfile or listen is set; salt/nginx_ha/metrics.sls, README: Metrics
+  # (a mapping)
+  # metrics:
+    # write the metrics to this node_exporter textfile (replaced atomically: a temporary file in
+    # the same directory, then rename; on every change and every interval), e.g.
+    # /var/lib/prometheus/node-exporter/nginx_ha.prom (Debian's prometheus-node-exporter); null:
+    # no file (an absolute path without spaces of a file named *.prom, or null)
+    # textfile: null
+    # serve them as HTTP GET /metrics on this port or ADDRESS:PORT (a bare port binds 127.0.0.1,
+    # *:PORT every IPv4 address), e.g. 127.0.0.1:9650; null: no port (a port 1-65535 or
+    # ADDRESS:PORT like 127.0.0.1:8081 or [::1]:8081, or null)
+    # listen: null
+    # seconds between two refreshes; a VIP that comes or goes, a health or maintenance change, a
+    # new keepalived refresh them at once (an integer within 1-3600)
+    # interval: 15
   # the nginx site on the VIP and the health endpoint (a mapping)
   # nginx:
-    # where the site listens (a list of ports or ADDRESS:PORT)
+    # where the single site listens (the site when nginx:servers is empty) (a list of ports or
+    # ADDRESS:PORT)
     # listen: [80]
-    # server_name (one or a list) (a server name (host name, *.wildcard or _), or a list of them)
+    # the single site's server_name (one or a list) (a server name (host name, *.wildcard or _),
+    # or a list of them)
     # server_name: [_]
-    # document root (an absolute path)
+    # document root (of the single site, and of servers that set none) (an absolute path)
     # root: /var/www/nginx_ha
     # write an index.html naming the node that served it (true or false)
     # index_page: true
@@ -151,8 +225,15 @@ nginx_ha:
       # path: /nginx_ha/health
     # upstream groups (a mapping of upstream name to {servers, keepalive})
     # upstreams: {}
-    # proxied locations (a mapping of URL path prefix to {proxy_pass, ...})
+    # the single site's proxied locations (a mapping of URL path prefix to {proxy_pass, ...})
     # locations: {}
+    # several server blocks (HTTPS, redirects), written in name order; when set they replace the
+    # single site (listen, server_name and locations above stay unset) (a mapping of name to
+    # server block)
+    # servers: {}
+    # false: nginx-ha writes only its health endpoint: no site, no index page, the default site
+    # left alone (for nginx managed by another formula) (true or false)
+    # manage_sites: true
   # refresh the package db before installing (null: Salt's default) (true or false, or null)
   # pkg_refresh: null
   # OS paths and names; defaults per os_family in OS_FAMILY_LOOKUP (_utils/nginx_ha_schema.py) (OS
@@ -186,6 +267,9 @@ nginx_ha:
       # config: /etc/nginx/nginx.conf
       # the site nginx-ha writes (an absolute path without spaces of a file)
       # site_config: /etc/nginx/conf.d/nginx_ha.conf
+      # where certificates and keys given as PEM text are written (root, 0700; files 0600) (an
+      # absolute path without spaces)
+      # tls_dir: /etc/nginx/nginx_ha_tls
       # the distribution's default site (null: none) (an absolute path without spaces of a file,
       # or null)
       # default_site: null

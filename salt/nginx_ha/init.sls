@@ -5,6 +5,7 @@
 include:
   - .package
   - .sysctl
+  - .firewall
   - .scripts
   - .watcher
   - .nginx

@@ -8,6 +8,7 @@
 
 include:
   - .sysctl
+  - .firewall
   - .nginx
   - .keepalived
   - .watcher
@@ -39,6 +40,8 @@ nginx_ha_keepalived_running:
       - service: nginx_ha_nginx_running
       {#- keepalived loads a config whose health path (track file, check) is in place #}
       - nginx_ha_health: nginx_ha_health_path_switched
+      {#- VRRP is let through the host firewall before keepalived (re)loads (firewall.sls) #}
+      - nginx_ha_firewall: nginx_ha_firewall_vrrp
       - sysctl: nginx_ha_sysctl_ip_nonlocal_bind
 {%- if nginx_ha.local_vip %}
 {%- for iface in nginx_ha.vrrp_interfaces %}
@@ -49,11 +52,14 @@ nginx_ha_keepalived_running:
 
 {#- What the queries (nginx_ha.vip_status, health, maintenance, ...) answer from, on the node,
     with or without the master (`salt-call --local`): this node's configuration, recorded once
-    keepalived runs with it. Root-only: it holds the whole node view. #}
+    keepalived runs with it. Root-only: it holds the whole node view. Recorded as deployed at the
+    end of the run, when nginx serves the final health endpoints: the transitional ones depend on
+    the health.json the run started from, and would make the next run rewrite this file. #}
+{%- set deployed = dict(nginx_ha, health_endpoints={"transitional": nginx_ha.health_endpoints.final, "final": nginx_ha.health_endpoints.final}) %}
 nginx_ha_node_config_recorded:
   file.serialize:
     - name: {{ nginx_ha.node_file | yaml_dquote }}
-    - dataset: {{ nginx_ha | json }}
+    - dataset: {{ deployed | json }}
     - serializer: json
     - show_changes: False
     - user: root

@@ -7,6 +7,18 @@ nginx_ha_sysctl_ip_nonlocal_bind:
     - name: net.ipv4.ip_nonlocal_bind
     - value: 1
     - config: {{ nginx_ha.lookup.sysctl_config }}
+{%- if nginx_ha.ipv6 %}
+
+{#- The same for an IPv6 VIP (nginx listening on the address itself). Only on nodes with one: the
+    key exists only where the kernel runs IPv6. With local_vip, IPv6 needs no arp_* counterpart: a
+    node answers neighbour solicitations only for addresses on the interface they arrive on, and a
+    VIP on lo is not on the VRRP interface. #}
+nginx_ha_sysctl_ipv6_ip_nonlocal_bind:
+  sysctl.present:
+    - name: net.ipv6.ip_nonlocal_bind
+    - value: 1
+    - config: {{ nginx_ha.lookup.sysctl_config }}
+{%- endif %}
 
 {%- if nginx_ha.local_vip %}
 {#- local_vip: the VIPs are on lo on every node; only the MASTER, which has them on the VRRP

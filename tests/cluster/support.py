@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from lab import MINION_RESTART_CMD, Lab
+from lab import Lab, minion_restart_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,10 @@ def base_pillar(**instance_overrides):
     }
     instance.update(instance_overrides)
     # The lab hosts have no network beyond the lab: never refresh the package database there.
-    # Lab minions run as `salt-minion -d`, not as an init service: restart them the same way.
-    return {"pkg_refresh": False, "events": {"minion_restart_cmd": MINION_RESTART_CMD}, "vrrp_instances": {"VI_web": instance}}
+    # Lab minions run as `salt-minion -d` on sysvinit hosts, as a unit on systemd hosts
+    # ($NGINX_HA_LAB_INIT): restart them the lab's way for that kind (lab.minion_restart_cmd).
+    return {"pkg_refresh": False, "events": {"minion_restart_cmd": minion_restart_cmd()},
+            "vrrp_instances": {"VI_web": instance}}
 
 
 def apply(lab, node, *args, timeout=300):

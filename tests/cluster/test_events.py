@@ -570,13 +570,15 @@ def test_every_nginx_process_stopped_on_the_master_is_healed_with_no_hand_on_the
 
         ret = wait_fault_decision(lab, fault, timeout=120)
         t_decided = time.time()
-        assert ret["action"] == "restarted" and ret["healthy"] is True and ret["escalated"] is True, ret
+        escalates = lab.init != "systemd"  # on systemd hosts nginx.service's stop kills its cgroup: no escalation
+        assert ret["action"] == "restarted" and ret["healthy"] is True and ret["escalated"] is escalates, ret
         assert ret["restarts_in_window"] == 1 and "rounds" not in ret, ret
         # one action on one node: the escalating restart on web-a (no maintenance, no other node)
         assert jobs(lab, t0, NODE_ACTIONS) == [(RESTART_FUN, ["web-a"], [])]
         restart = job_return(lab, t0, RESTART_FUN, "web-a")
-        assert isinstance(restart, dict) and restart["healthy"] is True and restart["escalated"] is True, restart
-        assert set(hung) <= set(restart["killed"]), (hung, restart)
+        assert isinstance(restart, dict) and restart["healthy"] is True and restart["escalated"] is escalates, restart
+        if escalates:
+            assert set(hung) <= set(restart["killed"]), (hung, restart)
         # the stopped processes are gone (killed by restart_nginx, before any SIGCONT of this test)
         # and a new nginx runs, none of it stopped
         now = nginx_procs(web_a)
@@ -739,7 +741,7 @@ def stop_master(lab):
 
 def start_master(lab):
     if lab.master.run(["pgrep", "-f", "salt-master"]).returncode != 0:
-        lab.master.run(["salt-master", "-d"], check=True, timeout=60)
+        lab.start_salt("master")  # through its unit on systemd hosts
     lab.wait_minions(timeout=90)
 
 

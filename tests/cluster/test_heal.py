@@ -69,8 +69,11 @@ def test_hung_nginx_on_the_master_is_healed_by_restart_nginx(lab):
         t0 = time.monotonic()
         ret = lab.salt("web-a", "nginx_ha.restart_nginx", timeout=180, job_timeout=60)
         took = time.monotonic() - t0
-        assert isinstance(ret, dict) and ret["healthy"] is True and ret["escalated"] is True, ret
-        assert set(hung) <= set(ret["killed"]), (hung, ret)
+        assert isinstance(ret, dict) and ret["healthy"] is True, ret
+        if lab.init == "systemd":  # nginx.service's stop kills its whole cgroup: the restart alone heals
+            assert ret["escalated"] is False and "restart" in ret["detail"], ret
+        else:  # the init script's stop leaves the stopped processes: restart_nginx kills the tree
+            assert ret["escalated"] is True and set(hung) <= set(ret["killed"]), (hung, ret)
         # the node holds its VIP again (MASTER, preemption) and serves it
         wait_for(lambda: vip_holders(lab) == ["web-a"], 30, what="VIP back on web-a")
         wait_for(lambda: served_by(lab) == "web-a", 10, what="web-a's page through the VIP")

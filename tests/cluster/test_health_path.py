@@ -198,7 +198,7 @@ def test_minion_killed_while_the_checker_runs_leaves_the_old_config_live(lab, pi
     assert "killed.example.test" not in web_a.run("curl -s -m 2 -H 'Host: killed.example.test' http://127.0.0.1/", timeout=10).stdout
     assert web_a.run("nginx -t -q").returncode == 0
     # bring the minion back and the cluster to its base pillar
-    web_a.run("salt-minion -d", check=True, timeout=60)
+    lab.start_salt("web-a")  # through its unit on systemd hosts
     lab.wait_minion_restart("web-a", minion_pid)
     web_a.run("rm -f /etc/nginx/slow-nginx")
     set_pillar(lab, pillar_dir, base_pillar())

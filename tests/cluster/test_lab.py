@@ -5,6 +5,7 @@ power cycles, and that nothing is left behind. The safety check refusing a root 
 routes a lab range is tested on sample ``ip -j`` output (never by adding routes to this machine).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -158,7 +159,11 @@ def test_ps_shows_only_the_hosts_own_processes(lab):
         return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines()}
 
     web_a = commands(lab.host("web-a"))
-    assert "lab.init" in web_a[1] and "web-a" in web_a[1]  # PID 1 is the lab's init
+    if lab.init == "systemd":  # (NGINX_HA_LAB_INIT=systemd) PID 1 is systemd, the syslog one of its units
+        assert web_a[1].startswith("/lib/systemd/systemd ")
+        assert any("lab.init --syslog" in args and "/web-a" in args for args in web_a.values())
+    else:
+        assert "lab.init" in web_a[1] and "web-a" in web_a[1]  # PID 1 is the lab's init
     assert any("salt-minion" in args for args in web_a.values())
     assert not any("salt-master" in args or "lab.init" in args and "web-a" not in args for args in web_a.values())
     master = commands(lab.master)
@@ -168,6 +173,8 @@ def test_ps_shows_only_the_hosts_own_processes(lab):
 
 
 def test_runlevel_says_2_and_systemctl_is_hidden(lab):
+    if lab.init == "systemd":
+        pytest.skip("sysvinit hosts only; systemd hosts: tests/cluster/test_systemd_hosts.py")
     host = lab.host("web-a")
     assert host.run("runlevel", check=True).stdout.strip() == "N 2"
     assert host.run("/usr/sbin/runlevel", check=True).stdout.strip() == "N 2"
@@ -349,7 +356,113 @@ def test_nothing_is_left_after_an_exception():
     assert leftovers({run_id}) == []
 
 
+def test_pytest_tmp_path_works_as_pillar_dir(tmp_path):
+    """Under /tmp, which every host has a private copy of: bound into the hosts at its own path,
+    alone (the rest of the machine's /tmp stays invisible)."""
+    (tmp_path / "pillar").mkdir()
+    (tmp_path / "pillar" / "top.sls").write_text(TOP)
+    (tmp_path / "pillar" / "lab.sls").write_text("lab_marker: from-tmp-path\n")
+    (tmp_path / "sibling").write_text("not shared\n")
+    pillar = str((tmp_path / "pillar").resolve())
+    with Lab(minions=("web-x",), client=False, pillar_dir=pillar) as lab:
+        assert lab.shares == [pillar]
+        assert lab.salt("web-x", "pillar.get", "lab_marker", unmask=True) == "from-tmp-path"
+        for host in (lab.master, lab.host("web-x")):
+            assert host.read_file(f"{pillar}/lab.sls") == "lab_marker: from-tmp-path\n"
+            assert host.read_file(str(tmp_path / "sibling"), missing_ok=True) is None
+        run_id = lab.run_id
+    assert leftovers({run_id}) == []
+
+
 def test_a_refused_pillar_path_leaves_nothing():
     with pytest.raises(LabError, match="private copy"):
         Lab(minions=("web-x",), pillar_dir="/tmp").start()
     assert not [n for n in netns_names() if re.match(r"^nhl[0-9a-f]{4}-web-x$", n)]
+
+
+# -- any checkout path ------------------------------------------------------------------------
+
+CLONE_DRIVER = r"""
+import json, sys
+from lab.core import REPO as LAB_REPO
+from lab import Lab
+
+with Lab(minions=("web-a",), client=False) as lab:   # default pillar_dir/file_roots: the copy's own
+    out = {
+        "run_id": lab.run_id, "repo": LAB_REPO, "venv": lab.venv, "shares": lab.shares, "file_roots": lab.file_roots,
+        "ping": lab.salt("web-a", "test.ping"),
+        "files": lab.salt("web-a", "cp.list_master"),
+        "marker": lab.salt("web-a", "cp.get_file_str", "salt://lab-clone-marker.txt"),
+        "pillar": lab.salt("web-a", "pillar.get", "nginx_ha_lab_clone", unmask=True),
+        "ps": lab.host("web-a").run("ps -eo args=", check=True).stdout,
+    }
+print("RESULT " + json.dumps(out))
+"""
+
+
+def copy_checkout(dst):
+    """
+    The working tree (as it is now, uncommitted changes included) copied to ``dst``, with a
+    ``.venv`` of its own inside the copy, like scripts/setup.sh makes: a real venv (its own
+    python, salt scripts whose #! names the copy's python) that borrows this venv's packages.
+    """
+    import shutil
+    import sys
+    import sysconfig
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shutil.copytree(repo, dst, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", "bench-results", "*.pyc"))
+    venv = os.path.join(dst, ".venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)
+    site = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    with open(os.path.join(site, "_lab_test_borrowed.pth"), "w") as fh:
+        fh.write(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    for name in ("salt", "salt-master", "salt-minion", "salt-call", "salt-key", "salt-run"):
+        with open(os.path.join(sys.prefix, "bin", name)) as fh:
+            body = fh.read().split("\n", 1)[1]
+        path = os.path.join(venv, "bin", name)
+        with open(path, "w") as fh:
+            fh.write(f"#!{venv}/bin/python\n{body}")
+        os.chmod(path, 0o755)
+    with open(os.path.join(dst, "salt", "lab-clone-marker.txt"), "w") as fh:
+        fh.write(f"served from {dst}\n")
+    with open(os.path.join(dst, "pillar", "nginx_ha.sls"), "a") as fh:
+        fh.write(f"\nnginx_ha_lab_clone: {dst}\n")
+    return venv
+
+
+@pytest.mark.parametrize("parent", ["/tmp", "/srv"])
+def test_a_checkout_under_a_private_path_works(parent):
+    """A clone in /tmp/x/nginx-ha or /srv/x/nginx-ha (paths every host has a private copy of), its
+    .venv inside it: the hosts still see both at their own path; the master serves the copy."""
+    import shutil
+    import tempfile
+
+    made_parent = not os.path.exists(parent)
+    os.makedirs(parent, exist_ok=True)
+    top = tempfile.mkdtemp(prefix="nginx-ha-lab-clone-", dir=parent)
+    try:
+        os.chmod(top, 0o755)
+        dst = os.path.join(top, "nginx-ha")
+        venv = copy_checkout(dst)
+        proc = subprocess.run([os.path.join(venv, "bin", "python"), "-c", CLONE_DRIVER], cwd=dst,
+                              env={**os.environ, "PYTHONPATH": dst}, capture_output=True, text=True, timeout=120)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out = json.loads(lines[-1][len("RESULT "):])
+        assert out["repo"] == dst and out["venv"] == venv
+        assert out["shares"] == [dst]  # the venv, file_roots and pillar come along with the checkout
+        assert out["file_roots"] == [os.path.join(dst, "salt")]
+        assert out["ping"] is True
+        assert "nginx_ha/init.sls" in out["files"] and "lab-clone-marker.txt" in out["files"]
+        assert out["marker"] == f"served from {dst}\n"
+        assert out["pillar"] == dst
+        assert f"{venv}/bin/salt-minion" in out["ps"]  # the copy's venv, run inside the host
+        assert f"{venv}/bin/python -m lab.init" in out["ps"]  # PID 1 (sysvinit) or the syslog unit (systemd)
+        assert leftovers({out["run_id"]}) == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        if made_parent:
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)

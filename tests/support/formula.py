@@ -104,8 +104,23 @@ def health_json(node):
     return json.dumps(node["health_settings"], sort_keys=True, indent=1) + "\n"
 
 
-def rendered_files(node, active=None):
-    """Every file the formula writes for ``node`` under /etc/keepalived and /etc/nginx: {path: (text, mode) or None}."""
+def tls_files(config):
+    """The TLS files nginx_ha_certs writes for a merged ``config`` (the view holds no PEM text): {path: (text, 0o600)}."""
+    import nginx_ha_tls  # put on sys.path by the model, as Salt's loader does
+
+    typed = model().normalize(config)
+    return {
+        m["file"]: (nginx_ha_tls.file_text(typed["nginx"]["servers"][m["server"]]), 0o600)
+        for m in nginx_ha_tls.plan(typed["nginx"], typed["lookup"]["nginx"]["tls_dir"])
+        if m["file"]
+    }
+
+
+def rendered_files(node, active=None, tls=None):
+    """
+    Every file the formula writes for ``node`` under /etc/keepalived and /etc/nginx: {path: (text, mode) or None}.
+    ``tls``: the TLS files (:func:`tls_files` of the merged config), which the node view cannot give.
+    """
     lookup = node["lookup"]
     script_dir = lookup["keepalived"]["script_dir"]
     files = {
@@ -118,6 +133,7 @@ def rendered_files(node, active=None):
         files[script_dir + "/notify_event.sh"] = (render("notify_event.sh.jinja", node=node), 0o755)
     if node["nginx"]["remove_default_site"] and lookup["nginx"]["default_site"]:
         files[lookup["nginx"]["default_site"]] = None
+    files.update(tls or {})
     return files
 
 

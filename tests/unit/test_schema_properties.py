@@ -9,6 +9,7 @@ argument, byte for byte, whatever the string holds.
 """
 
 import copy
+import json
 import os
 import subprocess
 
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import formula, sandbox
+from tests.unit import test_render_https as https
+from tests.unit import test_render_keepalived_vocabulary as vocabulary
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="keepalived -t / nginx -t in a private namespace need root")
 
@@ -78,8 +81,13 @@ MUTATIONS = {
     "unicast": (st.tuples(st.one_of(st.just("203.0.113.12"), st.just("2001:db8::12"), NASTY), st.booleans()),
                 lambda p, v: (p["vrrp_instances"]["VI_web"].update(unicast=v[1]),
                               p.update(nodes={"web-a": {"unicast_src_ip": "203.0.113.11"}, "web-b": {"unicast_src_ip": v[0]}}))),
+    # keepalived's vocabulary and IPv6 (issue 10): tests/unit/test_render_keepalived_vocabulary.py
+    **vocabulary.MUTATIONS,
+    # several servers, HTTPS, redirects, TLS material good and bad (issue 10): tests/unit/test_render_https.py
+    **https.MUTATIONS,
 }
 FIREWALL_STATE = formula.load_module("_states", "nginx_ha_firewall")
+import nginx_ha_tls as TLS  # noqa: E402  (on sys.path through the model, as Salt's loader puts it)
 
 
 @st.composite
@@ -93,11 +101,11 @@ def pillars(draw):
     return chosen, pillar
 
 
-def check_all(node, tmp_path):
+def check_all(node, tmp_path, tls=None):
     """Every rendered file through the real checkers; the health settings through the watcher."""
-    files = formula.rendered_files(node, active={"listen": 8099, "location": "/old/health"})
+    files = formula.rendered_files(node, active={"listen": 8099, "location": "/old/health"}, tls=tls)
     command = ["sh", "-c", 'keepalived -t -f "$1" && nginx -t -q', "sh", node["lookup"]["keepalived"]["config"]]
-    res = sandbox.run_checked(files, command, sorted({i["interface"] for i in node["instances"]} | {"eth0"}))
+    res = sandbox.run_checked(files, command, sorted({i["interface"] for i in node["instances"]} | set(node["interfaces"]) | {"eth0"}))
     if "host not found in upstream" in res.stderr:  # a host name the sandbox cannot resolve: nginx -t is right
         return
     assert res.returncode == 0, res.stdout + res.stderr + "\n" + "\n".join(t[0] for t in files.values() if t)
@@ -106,6 +114,12 @@ def check_all(node, tmp_path):
     os.chmod(settings_path, 0o644)
     watcher = formula.load_module_file(formula.FILES / "health_watch.py")
     assert watcher.load_settings(str(settings_path))["request"] == node["nginx"]["health"]["path"]
+    if node["notify_hooks"]:  # the notify programs' settings, as notify_hooks.py reads them: the pillar's argv as given
+        hooks_path = tmp_path / "notify_hooks.json"
+        hooks_path.write_text(json.dumps(node["notify_hooks"]))
+        hooks = formula.load_module_file(formula.FILES / "notify_hooks.py").load_settings(str(hooks_path))["instances"]
+        for inst in node["instances"]:
+            assert {kind: v[0]["argv"] for kind, v in hooks.get(inst["name"], {}).items()} == inst["hooks"]
 
 
 def check_notify_script(node, tmp_path):
@@ -143,7 +157,13 @@ def test_a_pillar_is_refused_with_key_and_value_or_renders_configs_the_daemons_a
     except ValueError as exc:  # pragma: no cover - any other refusal must be a ModelError
         pytest.fail(f"{chosen}: refused without naming keys: {exc}")
     node["lookup"] = config["lookup"]
-    check_all(node, tmp_path)
+    # TLS material: nginx_ha_certs refuses it (naming keys, never quoting PEM) before anything is written
+    typed = model.normalize(config)
+    tls_errors, _ = TLS.check_all(typed["nginx"], typed["lookup"]["nginx"]["tls_dir"])
+    if tls_errors:
+        assert all(e.startswith("nginx_ha:nginx:servers:") and "-----" not in e for e in tls_errors), tls_errors
+        return
+    check_all(node, tmp_path, formula.tls_files(config))
     # the firewall state takes the node view's rules as they are (it refuses anything else)
     assert FIREWALL_STATE.normalize_rules(node["firewall"]["vrrp"]) == node["firewall"]["vrrp"]
     if node["events"]["notify_script"]:

@@ -30,6 +30,9 @@ seconds (HTTP GET, ``--timeout`` for the whole request) and writes ``0`` (health
 * It exits when the keepalived process given by ``--keepalived-pid`` is gone, writing ``1``
   first (the next keepalived must see nginx healthy again before the node takes a VIP), and on
   SIGTERM without touching the file (the formula restarts it this way after an update).
+* The check also keeps the optional metrics writer running (``nginx_ha_metrics.py``, when its
+  ``metrics.json`` lies beside the settings file), the same way: started when its lock is free.
+  Best effort, after the probe: nothing about the metrics changes the check's answer or delays it.
 
 Standard library only (Python 3.5+). Logs transitions to syslog (daemon facility).
 """
@@ -42,6 +45,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 import syslog
 import time
@@ -271,7 +275,49 @@ def check(settings_path):
             os.close(fd)
             spawn_watcher(settings_path, os.getppid())
     ok = probe(connect_host(cfg["host"]), cfg["port"], cfg["request"], float(cfg["check_timeout"]))
+    try:
+        ensure_metrics(settings_path, os.getppid())
+    except Exception:  # pylint: disable=broad-except  # the metrics never change the check's answer
+        pass
     return 0 if ok else 1
+
+
+METRICS_SETTINGS, METRICS_PROGRAM = "metrics.json", "nginx_ha_metrics.py"
+
+
+def _root_only(st):
+    """True for the stat of a regular file owned by root and writable by root only."""
+    return stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def ensure_metrics(settings_path, keepalived_pid):
+    """Start the metrics writer when ``metrics.json`` lies beside the settings and no writer holds its lock."""
+    directory = os.path.dirname(os.path.abspath(settings_path))
+    conf = os.path.join(directory, METRICS_SETTINGS)
+    program = os.path.join(directory, METRICS_PROGRAM)
+    try:
+        fd = os.open(conf, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False  # metrics are off
+    try:
+        data = json.loads(os.read(fd, 1 << 20).decode("utf-8")) if _root_only(os.fstat(fd)) else None
+    finally:
+        os.close(fd)
+    lock = data.get("lock_file") if isinstance(data, dict) else None
+    if not isinstance(lock, str) or not lock.startswith("/") or not _root_only(os.lstat(program)):
+        return False  # not what the formula writes: never run it
+    fd = take_lock(lock, write_pid=False)
+    if fd is None:
+        return False  # the writer runs
+    os.close(fd)
+    import subprocess  # only here and in spawn_watcher
+
+    with open(os.devnull, "r+b") as null:
+        subprocess.Popen(
+            [sys.executable, program, "run", conf, "--keepalived-pid", str(keepalived_pid)],
+            stdin=null, stdout=null, stderr=null, close_fds=True, start_new_session=True,
+        )
+    return True
 
 
 def watch(settings_path, keepalived_pid, suspect_window=0.5):
