@@ -78,7 +78,7 @@ def _validate_instance(errors, config, name, seen_vrids, seen_vips):
         ip = str(ipaddress.ip_interface(vip.split()[0]).ip)
         family = ipaddress.ip_address(ip).version
         if families and family not in families:
-            errors.append(f"{key}:virtual_ipaddress:{i}: {ip} mixes IPv4 and IPv6 in one instance; use one instance per address family")
+            errors.append(f"{key}:virtual_ipaddress:{i}: {ip} mixes IPv4 and IPv6 in one instance; use one instance per address family (vrrp_sync_groups moves them together)")
         families.add(family)
         if family == 6 and version == 2:
             errors.append(f"{key}:virtual_ipaddress:{i}: {ip} is IPv6, which needs version: 3")

@@ -1088,7 +1088,7 @@ LOOKUP_NGINX = Dict(
         "binary": Field(AbsPath(), "/usr/sbin/nginx", "nginx binary"),
         "config": Field(AbsPath(), "/etc/nginx/nginx.conf", "nginx's main configuration"),
         "site_config": Field(AbsPath(), "/etc/nginx/conf.d/nginx_ha.conf", "the site nginx-ha writes"),
-        "tls_dir": Field(AbsPath(directory=True), "/etc/nginx/nginx_ha_tls", "where certificates and keys given as PEM text are written (root, 0700; files 0600)"),
+        "tls_dir": Field(AbsPath(directory=True), "/etc/nginx/nginx_ha_tls", "where certificates and keys given as PEM text are written, one <server>.nginx_ha.pem (0600) each (created root 0700; an existing one must be writable by root alone)"),
         "default_site": Field(Nullable(AbsPath()), None, "the distribution's default site (null: none)"),
         "pidfile": Field(AbsPath(), "/run/nginx.pid", "nginx's pid file"),
     }

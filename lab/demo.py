@@ -10,6 +10,7 @@ Everything is torn down at the end, also on failure or Ctrl-C.
 
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +22,8 @@ from lab import Lab, minion_restart_cmd
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIP = "203.0.113.100"
 NODES = ("web-a", "web-b")
+SITE = "shop.example.test"  # served over HTTPS through the VIP, certificate from a demo CA made at start
+CA_ON_CLIENT = "/tmp/nginx-ha-demo-ca.pem"
 
 PILLAR = {
     "nginx_ha": {
@@ -37,6 +40,23 @@ PILLAR = {
         },
     }
 }
+
+
+def make_certificate():
+    """A demo CA and a certificate for SITE (EC P-256, valid a day), with openssl: {file name: text}."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with tempfile.TemporaryDirectory(prefix="nginx-ha-demo-tls-") as scratch:
+        directory = pathlib.Path(scratch)
+
+        def run(*argv):
+            subprocess.run(["openssl", *argv], cwd=directory, check=True, capture_output=True, timeout=30)
+
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=nginx-ha demo CA")
+        run("req", *ec, "-keyout", "site.key", "-out", "site.csr", "-subj", f"/CN={SITE}")
+        (directory / "site.ext").write_text(f"subjectAltName=DNS:{SITE}\n")
+        run("x509", "-req", "-in", "site.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+            "-extfile", "site.ext", "-out", "site.crt")
+        return {name: (directory / name).read_text() for name in ("ca.pem", "site.crt", "site.key")}
 
 
 def say(text):
@@ -56,7 +76,7 @@ def holders(lab):
 
 
 def client_page(lab):
-    res = lab.client.run(f"curl -s -m 1 http://{VIP}/")
+    res = lab.client.run(["curl", "-s", "-m", "1", "--cacert", CA_ON_CLIENT, "--resolve", f"{SITE}:443:{VIP}", f"https://{SITE}/"])
     for line in res.stdout.splitlines():
         if "<h1>" in line:
             return line.strip().replace("<h1>", "").replace("</h1>", "")
@@ -74,17 +94,24 @@ def wait_until(predicate, timeout):
 
 def show(lab):
     detail(f"VIP {VIP} is held by: {', '.join(holders(lab)) or 'nobody'}")
-    detail(f"client -> http://{VIP}/ : {client_page(lab)}")
+    detail(f"client -> https://{SITE}/ (VIP {VIP}, certificate checked against the demo CA) : {client_page(lab)}")
+    res = lab.client.run(["curl", "-s", "-m", "1", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{SITE}:80:{VIP}", f"http://{SITE}/"])
+    detail(f"client -> http://{SITE}/ : {res.stdout}")
 
 
 def main():
     pillar_dir = pathlib.Path(tempfile.mkdtemp(prefix="nginx-ha-demo-pillar-", dir="/var/tmp"))
     pillar_dir.chmod(0o755)
+    tls = make_certificate()  # the pillar carries the site's certificate and key as PEM text
+    pillar = dict(PILLAR, nginx_ha=dict(PILLAR["nginx_ha"], nginx={"servers": {"shop": {
+        "server_name": SITE, "listen": ["443 ssl http2"], "redirect_to_https": True,
+        "ssl_certificate": tls["site.crt"], "ssl_certificate_key": tls["site.key"]}}}))
     (pillar_dir / "top.sls").write_text("base:\n  'web-*':\n    - nginx_ha\n")
-    (pillar_dir / "nginx_ha.sls").write_text(yaml.safe_dump(PILLAR))
+    (pillar_dir / "nginx_ha.sls").write_text(yaml.safe_dump(pillar))
     try:
         say("Building the lab: a Salt master host, minion hosts web-a and web-b, a client host")
         with Lab(minions=NODES, pillar_dir=str(pillar_dir), file_roots=[str(REPO / "salt")]) as lab:
+            lab.client.write_file(CA_ON_CLIENT, tls["ca.pem"])  # the client trusts the demo CA only
             say("salt '*' saltutil.sync_all  (brings nginx_ha's module, state and utils to the minions)")
             for node in NODES:
                 lab.salt(node, "saltutil.sync_all", timeout=120)

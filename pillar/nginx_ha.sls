@@ -267,7 +267,8 @@ nginx_ha:
       # config: /etc/nginx/nginx.conf
       # the site nginx-ha writes (an absolute path without spaces of a file)
       # site_config: /etc/nginx/conf.d/nginx_ha.conf
-      # where certificates and keys given as PEM text are written (root, 0700; files 0600) (an
+      # where certificates and keys given as PEM text are written, one <server>.nginx_ha.pem
+      # (0600) each (created root 0700; an existing one must be writable by root alone) (an
       # absolute path without spaces)
       # tls_dir: /etc/nginx/nginx_ha_tls
       # the distribution's default site (null: none) (an absolute path without spaces of a file,
