@@ -12,4 +12,5 @@ include:
   - .keepalived
   - .events
   - .service
+  - .metrics
   - .grains
