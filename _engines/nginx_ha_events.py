@@ -523,6 +523,16 @@ class MasterSender:
 
     def _masters(self):
         masters = self.opts.get("master")
+        if self.opts.get("multimaster") and self.opts.get("conf_file"):
+            # Hot multi-master starts this engine once per master, with that master alone in its
+            # opts: the minion's own list is in its configuration (failover in its order).
+            try:
+                import salt.config  # pylint: disable=import-outside-toplevel
+
+                listed = salt.config.minion_config(self.opts["conf_file"]).get("master")
+                masters = listed if isinstance(listed, list) and listed else masters
+            except Exception as exc:  # pylint: disable=broad-except
+                log.warning("nginx_ha_events: cannot read the master list from %s: %s", self.opts["conf_file"], exc)
         return masters if isinstance(masters, list) else [masters]
 
     def _connect(self, master):
@@ -611,6 +621,30 @@ def _vips_resolver(configured):
     return resolve
 
 
+def _hold_instance_lock(path):
+    """
+    Wait until this is the node's only running engine (an exclusive flock on ``path``, held until
+    the process ends). Salt's hot multi-master starts every engine once per master: a second one
+    would share the FIFO, the spool and the sequence numbers. It waits and takes over if the
+    first one dies.
+    """
+    import fcntl  # pylint: disable=import-outside-toplevel
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if told:
+                log.warning("nginx_ha_events: the other engine of this minion is gone; this one reads the FIFO now")
+            return fd
+        except BlockingIOError:
+            if not told:
+                log.info("nginx_ha_events: another engine of this minion reads the FIFO (one per master in multi-master); standing by")
+                told = True
+            time.sleep(1)
+
+
 def start(
     fifo=DEFAULT_FIFO,
     vips=None,
@@ -628,6 +662,7 @@ def start(
     opts = __opts__  # pylint: disable=undefined-variable
     if spool is None:
         spool = os.path.join(opts.get("cachedir", "/var/cache/salt/minion"), "nginx_ha_events.spool")
+    _hold_instance_lock(spool + ".lock")  # one engine per node reads the FIFO (hot multi-master starts several)
     store = Spool(spool)
     saved = store.load()
     tracker = Tracker(saved["states"], saved["next_seq"], boot=read_boot_id(boot_id_file))

@@ -7,6 +7,7 @@ nginx-ha repository). This module answers, on each node, what that pillar means 
 Sync it to minions first: ``salt '*' saltutil.sync_all``.
 """
 
+import contextlib
 import copy
 import fcntl
 import importlib.util
@@ -301,8 +302,9 @@ def vip_status(instance=None):
     """
     Return, for each VRRP instance this minion belongs to: its VIPs, which of them are on this
     host's interfaces right now (the kernel's truth), keepalived's own VRRP state (MASTER, BACKUP,
-    FAULT, INIT, or STOP when keepalived is not running), base and effective priority, and the
-    time of the last transition (read from keepalived's JSON data dump).
+    FAULT, INIT, or STOP when keepalived is not running), base and effective priority, the
+    time of the last transition (read from keepalived's JSON data dump), its peers and the
+    ``cluster`` the node belongs to (``nginx_ha:cluster``, from the deployed node view).
 
     instance
         Only this instance (default: all of this minion's instances).
@@ -328,11 +330,18 @@ def _vip_status(node, instance=None):
     dump = _keepalived_dump(lookup, pid) if pid else {}
     addresses = _local_addresses(lookup)
     build = nginx_ha_status.instance_status
+    cluster = _cluster_of(node)
     return {
-        name: build(inst, dump.get(name), addresses, pid is not None)
+        name: dict(build(inst, dump.get(name), addresses, pid is not None), cluster=cluster)
         for name, inst in sorted(instances.items())
         if instance is None or name == instance
     }
+
+
+def _cluster_of(node):
+    """The cluster name the node view records (``nginx_ha:cluster``); a node.json written before
+    clusters had names belongs to the default one."""
+    return node.get("cluster") or schema.DEFAULT_CLUSTER
 
 
 def is_master(instance=None):
@@ -395,7 +404,8 @@ def health():
     checkers, and keepalived did not disable the check script (script security).
     Returns ``{healthy: bool, ...}`` with the detail of each check, plus ``maintenance`` (true also
     while a ``maintenance on`` call is pending here), ``maintenance_pending`` and ``vrrp``
-    (``{instance: MASTER|BACKUP|FAULT|INIT|STOP}``), which peers read before their maintenance.
+    (``{instance: MASTER|BACKUP|FAULT|INIT|STOP}``) with ``vrrp_priority`` (``{instance: effective
+    priority}``), which peers read before their maintenance, and this node's ``cluster``.
 
     CLI Example:
 
@@ -426,10 +436,14 @@ def health():
     result["maintenance_pending"] = _maintenance_pending(lookup)
     result["maintenance"] = result["maintenance"] or result["maintenance_pending"]
     try:  # keepalived's state per instance (STOP when it is not running), for a peer deciding on maintenance
-        result["vrrp"] = {name: inst_status["state"] for name, inst_status in _vip_status(node).items()}
+        statuses = _vip_status(node)
+        result["vrrp"] = {name: inst_status["state"] for name, inst_status in statuses.items()}
+        result["vrrp_priority"] = {name: inst_status["effective_priority"] for name, inst_status in statuses.items()}
     except (CommandExecutionError, OSError) as exc:
         result["vrrp"] = {inst["name"]: "UNKNOWN" for inst in node["instances"]}
+        result["vrrp_priority"] = {inst["name"]: None for inst in node["instances"]}
         result["vrrp_detail"] = str(exc)
+    result["cluster"] = _cluster_of(node)
     result["healthy"] = (
         answers
         and result["nginx"]["running"]
@@ -486,13 +500,16 @@ def _peer_health(peers, timeout):
 def maintenance(mode, force=False, wait=10, timeout=10):
     """
     Planned switchover. ``on`` hands this node's VIPs to its peers gracefully: keepalived lowers
-    this node's priority (a tracked file), the healthiest peer preempts with a gratuitous ARP and
+    this node's priority (a tracked file), the best peer preempts with a gratuitous ARP and
     this node steps down, so clients see no failed request. ``off`` gives the VIPs back (with
     preemption). The setting survives restarts until ``off``.
 
     ``on`` refuses (``CommandExecutionError``) unless, for every instance of this node, a peer
     (asked through the master) is healthy, not FAULT for that instance, not in maintenance and not
-    going into maintenance itself, unless ``force=True``. Calls on several nodes at once (``salt
+    going into maintenance itself, unless ``force=True``. With more than one peer (a cluster of N
+    nodes) VRRP elects the fit peer with the highest effective priority: the return names it per
+    instance (``best_peer``) and, once the VIPs have left, the peer that is MASTER now
+    (``owners``, asked again; a warning is logged when another peer took over). Calls on several nodes at once (``salt
     'web-*' nginx_ha.maintenance on``) are safe: each node first writes a "maintenance pending"
     mark (``<script_dir>/maintenance.pending``), which its ``health`` reports, then asks its
     peers; two nodes asking each other see each other pending and both refuse, so the VIPs stay
@@ -524,6 +541,7 @@ def maintenance(mode, force=False, wait=10, timeout=10):
         raise CommandExecutionError("nginx_ha: keepalived is not running here; nothing to hand over")
     before = _maintenance_offset(lookup)
     pending = mode == "on" and not force
+    best_peer, peers = {}, []
     if pending:
         _write_maintenance_pending(lookup)  # before asking: a peer asking us now sees us going
         try:
@@ -532,6 +550,7 @@ def maintenance(mode, force=False, wait=10, timeout=10):
             problems = []
             for inst in node["instances"]:
                 verdicts = {p: _peer_can_take_over(answers.get(p), inst["name"]) for p in inst["peers"]}
+                best_peer[inst["name"]] = _best_peer(verdicts, answers, inst["name"])
                 if not any(ok for ok, _ in verdicts.values()):
                     problems.append(
                         f"no healthy peer for {inst['name']} can take over"
@@ -565,13 +584,52 @@ def maintenance(mode, force=False, wait=10, timeout=10):
         if done or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-    return {
+    ret = {
         "maintenance": mode == "on",
         "changed": offset != before,
         "holds_vip": held,
         "settled": done,
         "instances": status,
     }
+    if pending:
+        ret["best_peer"] = best_peer
+        if done and float(wait) > 0:
+            ret["owners"] = _new_owners(node, peers, best_peer, deadline, timeout)
+    return ret
+
+
+def _best_peer(verdicts, answers, instance):
+    """The fit peer VRRP elects: the highest effective priority (from its health), else None."""
+    fit = [p for p, (ok, _) in verdicts.items() if ok]
+    ranked = sorted(fit, key=lambda p: -(((answers.get(p) or {}).get("vrrp_priority") or {}).get(instance) or 0))
+    return ranked[0] if ranked else None
+
+
+def _new_owners(node, peers, best_peer, deadline, timeout):
+    """
+    After ``on`` settled: which peer is MASTER of each instance now (asked through the master,
+    until each instance has exactly one, or ``deadline``; at least once). A peer other than the
+    best one is logged as a warning (its priority or health changed meanwhile).
+    """
+    owners = {}
+    while True:
+        try:
+            answers = _peer_health(peers, timeout)
+        except CommandExecutionError as exc:
+            log.warning("nginx_ha: maintenance on: cannot ask the peers who took over: %s", exc)
+            return {inst["name"]: None for inst in node["instances"]}
+        for inst in node["instances"]:
+            masters = [
+                p for p in inst["peers"] if isinstance(answers.get(p), dict) and (answers[p].get("vrrp") or {}).get(inst["name"]) == "MASTER"
+            ]
+            owners[inst["name"]] = masters[0] if len(masters) == 1 else (masters or None)
+        if all(isinstance(o, str) for o in owners.values()) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    for name, owner in sorted(owners.items()):
+        if best_peer.get(name) and owner != best_peer[name]:
+            log.warning("nginx_ha: maintenance on: %s went to %s, not to the best peer %s", name, owner, best_peer[name])
+    return owners
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,29 +893,42 @@ def _wait_answers(url, grace):
         answers, detail = _nginx_answers(url, min(1.0, max(0.2, remaining)))
         if answers or time.monotonic() >= deadline:
             return answers, detail
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
-def restart_nginx(grace=5, timeout=10):
+def restart_nginx(grace=5, timeout=10, unless_healthy=False, verify=False):
     """
     Restart nginx and make sure it serves again, also when it hangs (every nginx process stopped
     or deadlocked: an init script's stop does not finish stopped workers, they keep the listening
     sockets and the new nginx cannot bind).
 
-    1. A graceful restart through the service manager (what ``service.restart`` runs), bounded by
-       ``timeout`` seconds; then nginx must answer its health URL within ``grace`` seconds.
-    2. Otherwise (the restart did not finish in time, or nginx does not answer) escalate: SIGCONT
-       and SIGKILL to the whole nginx process tree (the master from the pidfile, its children,
-       every process running the nginx binary), wait until they are gone, remove a stale pidfile,
-       start nginx and check again. Logged at warning level.
+    0. With ``unless_healthy=True``: when nginx answers its health URL and :py:func:`health` says
+       the node is healthy, nothing is restarted (``restarted: False``); the reactor's "is it
+       healthy already?" in the same call as the restart.
+    1. When no nginx process is left at all (it crashed or was killed), a start through the
+       service manager; otherwise a graceful restart (what ``service.restart`` runs). Either is
+       bounded by ``timeout`` seconds; then nginx must answer its health URL within ``grace``
+       seconds (polled every 0.05 s). The start skips what an init script's restart does first
+       for a running nginx (Debian's: ``nginx -t``, stop, ``sleep 1``).
+    2. Otherwise (it did not finish in time, or nginx does not answer) escalate: SIGCONT and
+       SIGKILL to the whole nginx process tree (the master from the pidfile, its children, every
+       process running the nginx binary), wait until they are gone, remove a stale pidfile, start
+       nginx and check again. Logged at warning level.
 
-    Returns ``{healthy: True, escalated: bool, killed: [pids], detail: str}``. Raises
-    ``CommandExecutionError`` (non-zero retcode) when nginx still does not answer afterwards.
+    Returns ``{healthy: True, restarted: bool, escalated: bool, killed: [pids], detail: str}``,
+    with ``verify=True`` also ``health``: :py:func:`health` after the restart (the full check:
+    nginx answers and runs, keepalived runs, both configurations pass their checkers), so the
+    caller needs no second call to verify it. Raises ``CommandExecutionError`` (non-zero retcode)
+    when nginx still does not answer afterwards.
 
     grace
         Seconds nginx has to answer its health URL after the restart (and after the start).
     timeout
         Seconds the restart (and the start) may take, and the processes to die after SIGKILL.
+    unless_healthy
+        Restart only when the node is not healthy (default False: always restart).
+    verify
+        Add ``health`` (:py:func:`health`) after the restart (default False).
 
     CLI Example:
 
@@ -865,6 +936,7 @@ def restart_nginx(grace=5, timeout=10):
 
         salt 'web-a' nginx_ha.restart_nginx
         salt 'web-a' nginx_ha.restart_nginx grace=10 timeout=20
+        salt 'web-a' nginx_ha.restart_nginx unless_healthy=True verify=True
     """
     grace, timeout = float(grace), float(timeout)
     node = _node()
@@ -887,17 +959,49 @@ def restart_nginx(grace=5, timeout=10):
         if waited:
             answers, detail = _nginx_answers(url, 1.0)
             if answers:
-                return {"healthy": True, "escalated": False, "killed": [], "detail": "healed by a concurrent restart_nginx"}
-        return _restart_nginx_locked(lookup, name, url, grace, timeout)
+                ret = {"healthy": True, "restarted": False, "escalated": False, "killed": [], "detail": "healed by a concurrent restart_nginx"}
+                return _with_health(ret) if verify else ret
+        if unless_healthy:
+            found = _already_healthy(node, url)
+            if found is not None:
+                return {"healthy": True, "restarted": False, "escalated": False, "killed": [],
+                        "detail": "already healthy: nothing restarted", "health": found}
+        ret = _restart_nginx_locked(lookup, name, url, grace, timeout)
+        return _with_health(ret) if verify else ret
+
+
+def _already_healthy(node, url):
+    """:py:func:`health` when nginx answers and the node is healthy, else None (one probe when nginx is down)."""
+    answers, _ = _nginx_answers(url, float(node["check"]["timeout"]))
+    if not answers:
+        return None  # health() would say unhealthy: no need for its configuration checks
+    found = _health_or_error()
+    return found if found.get("healthy") is True else None
+
+
+def _health_or_error():
+    try:
+        return health()
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("nginx_ha: health check after the restart failed: %s", exc, exc_info=True)
+        return {"healthy": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def _with_health(ret):
+    ret["health"] = _health_or_error()
+    return ret
 
 
 def _restart_nginx_locked(lookup, name, url, grace, timeout):
-    _, timed_out, detail = _bounded_service(name, "restart", timeout)  # its exit code: the health URL decides
-    steps = [f"restart: {detail}"]
+    # Nothing of nginx left (crashed, killed): start it. A restart would first test the
+    # configuration and stop what is not there (Debian's init script then sleeps 1 s).
+    action = "restart" if _nginx_processes(PROC_ROOT, lookup["nginx"]["binary"], _read_pid(lookup["nginx"]["pidfile"])) else "start"
+    _, timed_out, detail = _bounded_service(name, action, timeout)  # its exit code: the health URL decides
+    steps = [f"{action}: {detail}"]
     if not timed_out:
         answers, how = _wait_answers(url, grace)
         if answers:
-            return {"healthy": True, "escalated": False, "killed": [], "detail": f"{steps[0]}; {url} answers ({how})"}
+            return {"healthy": True, "restarted": True, "escalated": False, "killed": [], "detail": f"{steps[0]}; {url} answers ({how})"}
         steps.append(f"{url} did not answer within {grace:g}s ({how})")
     # Killing helps only if a new nginx can start: with a configuration nginx refuses, leave it be.
     check = __salt__["cmd.run_all"](
@@ -922,4 +1026,239 @@ def _restart_nginx_locked(lookup, name, url, grace, timeout):
         )
     steps.append(f"{url} answers ({how})")
     log.warning("nginx_ha: nginx healed by escalation: %s", "; ".join(steps))
-    return {"healthy": True, "escalated": True, "killed": killed, "detail": "; ".join(steps)}
+    return {"healthy": True, "restarted": True, "escalated": True, "killed": killed, "detail": "; ".join(steps)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: "this event is handled by master X until T", kept on the node that sent it, so that
+# several masters (Salt's hot multi-master) act on each event once. See :py:func:`claim`.
+# ---------------------------------------------------------------------------------------------
+
+CLAIM_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@/|-")
+CLAIM_KEEP = 86400.0  # seconds a finished (or expired) claim is remembered, then removed
+CLAIM_LEASE_MAX = 86400.0
+
+
+def _claim_dir():
+    """Where the claims live: minion config ``nginx_ha.claim_dir``, else <cachedir>/nginx_ha/claims."""
+    return __opts__.get("nginx_ha.claim_dir") or os.path.join(__opts__.get("cachedir", "/var/cache/salt/minion"), "nginx_ha", "claims")
+
+
+def _claim_text(value, what, limit=200):
+    value = str(value)
+    if not value or len(value) > limit or not set(value) <= CLAIM_KEY_CHARS:
+        raise SaltInvocationError(f"nginx_ha.claim: {what} {value[:80]!r} must be 1-{limit} of [A-Za-z0-9_.:@/|-]")
+    return value
+
+
+def _claim_path(directory, key):
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    return os.path.join(directory, hashlib.sha256(key.encode()).hexdigest()[:40] + ".json")
+
+
+def _claim_read(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+        return record if isinstance(record, dict) else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        log.error("nginx_ha: claim record %s is unreadable; treating it as expired", path)
+        return {"state": "held", "holder": None, "boot_id": None}
+
+
+def _claim_write(path, record):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, json.dumps(record, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _claim_left(record, boot_id, now):
+    """Seconds left on a held claim's lease (<= 0: expired; a claim of an earlier boot is expired)."""
+    if record.get("boot_id") != boot_id:
+        return 0.0
+    try:
+        return float(record["until"]) - now
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+@contextlib.contextmanager
+def _claims_locked():
+    directory = _claim_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _claim_answer(key, record, boot_id, now, won, **extra):
+    left = _claim_left(record, boot_id, now) if record and record.get("state") == "held" else None
+    ret = {
+        "won": won,
+        "key": key,
+        "holder": (record or {}).get("holder"),
+        "state": (record or {}).get("state"),
+        "expires_in": None if left is None else round(max(left, 0.0), 3),
+        "info": (record or {}).get("info") or {},
+    }
+    if (record or {}).get("state") == "done":
+        ret["result"] = record.get("result")
+    ret.update(extra)
+    return ret
+
+
+def _claims_gc(directory, boot_id, now, keep=CLAIM_KEEP):
+    for name in os.listdir(directory):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(directory, name)
+        record = _claim_read(path) or {}
+        ended = record.get("ended")
+        if record.get("state") == "held" and _claim_left(record, boot_id, now) <= 0:
+            ended = record.get("until") if record.get("boot_id") == boot_id else None
+        if record.get("boot_id") != boot_id or (ended is not None and now - float(ended) > keep):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def claim(key, holder, lease=300, info=None):
+    """
+    Claim ``key`` (an event of this node, e.g. ``vrrp|VI_web|<boot>|<seq>``) for ``holder`` (a
+    master's id) for ``lease`` seconds, atomically (an exclusive lock on the claim directory:
+    minion config ``nginx_ha.claim_dir``, else ``<cachedir>/nginx_ha/claims``; directory 0700,
+    records 0600). Several Salt masters call this on the node before they act on its event: one
+    wins, the others leave the event to it.
+
+    The caller wins when nobody holds ``key``, when it holds it already (its lease is renewed),
+    or when the holder's lease ran out before it called :py:func:`claim_done` (it died or hangs:
+    the answer then names it in ``taken_over``). A finished claim (``claim_done``) is never won
+    again. The lease is measured on this node's boot clock (``CLOCK_BOOTTIME``; wall-clock steps
+    do not matter); a claim of an earlier boot has expired. Finished and expired claims are
+    removed a day later.
+
+    Returns ``{won, key, holder, state (held|done), expires_in, info, [taken_over], [result]}``:
+    the winner's view, or who holds it and for how long. ``info`` is a small mapping the holder
+    stores with the claim (what the event was), for whoever takes it over.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web-a' nginx_ha.claim 'vrrp|VI_web|8c1f...|1700000000123' master-1 lease=300
+    """
+    key = _claim_text(key, "key")
+    holder = _claim_text(holder, "holder", 128)
+    try:
+        lease = float(lease)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"nginx_ha.claim: lease {lease!r} is not a number of seconds") from None
+    if not 0 < lease <= CLAIM_LEASE_MAX:
+        raise SaltInvocationError(f"nginx_ha.claim: lease must be within (0, {CLAIM_LEASE_MAX:g}] seconds")
+    if info is not None and not isinstance(info, dict):
+        raise SaltInvocationError("nginx_ha.claim: info must be a mapping")
+    info = json.loads(json.dumps(info or {}, default=str))
+    if len(json.dumps(info)) > 2000:
+        raise SaltInvocationError("nginx_ha.claim: info is larger than 2000 bytes as JSON")
+    boot_id, now = _boot_clock()
+    with _claims_locked() as directory:
+        _claims_gc(directory, boot_id, now)
+        path = _claim_path(directory, key)
+        record = _claim_read(path)
+        if record is not None and record.get("key") not in (None, key):
+            raise CommandExecutionError(f"nginx_ha.claim: hash collision between {key!r} and {record.get('key')!r}")
+        if record is not None and record.get("state") == "done":
+            return _claim_answer(key, record, boot_id, now, won=False)  # handled: never again
+        taken_over = None
+        if record is not None and record.get("holder") != holder:
+            if _claim_left(record, boot_id, now) > 0:
+                return _claim_answer(key, record, boot_id, now, won=False)
+            taken_over = record.get("holder")
+            log.warning("nginx_ha: claim %s of %s expired unfinished; taken over by %s", key, taken_over, holder)
+        new = {
+            "key": key,
+            "holder": holder,
+            "state": "held",
+            "boot_id": boot_id,
+            "since": record.get("since", now) if record is not None and taken_over is None else now,
+            "until": now + lease,
+            "time": time.time(),
+            "info": info or (record or {}).get("info") or {},
+            "history": ((record or {}).get("history") or [])[-8:] + ([{"holder": taken_over, "expired": True}] if taken_over else []),
+        }
+        _claim_write(path, new)
+        extra = {"taken_over": taken_over} if taken_over else {}
+        return _claim_answer(key, new, boot_id, now, won=True, **extra)
+
+
+def claim_done(key, holder, result=None):
+    """
+    Mark ``key`` as handled by ``holder`` (its claim's winner) with a short ``result`` (e.g. the
+    reactor's action): the claim no longer expires, so no other master takes the event over.
+    Returns ``{done: True, ...}``, or ``{done: False, holder: <other>}`` when another holder took
+    the claim over meanwhile (this holder's lease had run out).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web-a' nginx_ha.claim_done 'vrrp|VI_web|8c1f...|1700000000123' master-1 result=restarted
+    """
+    key = _claim_text(key, "key")
+    holder = _claim_text(holder, "holder", 128)
+    boot_id, now = _boot_clock()
+    with _claims_locked() as directory:
+        path = _claim_path(directory, key)
+        record = _claim_read(path)
+        if record is not None and record.get("holder") != holder:
+            return dict(_claim_answer(key, record, boot_id, now, won=False), done=False)
+        record = dict(record or {"key": key, "holder": holder, "boot_id": boot_id, "since": now, "info": {}})
+        record.update(state="done", ended=now, result=str(result)[:200] if result is not None else None, boot_id=boot_id)
+        _claim_write(path, record)
+        return dict(_claim_answer(key, record, boot_id, now, won=True), done=True)
+
+
+def claims(expired=False):
+    """
+    The claims this node keeps (see :py:func:`claim`): ``[{key, holder, state, expires_in,
+    info}]``; with ``expired=True`` only held claims whose lease ran out (their holder died or
+    hangs: a master takes them over).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web-*' nginx_ha.claims expired=True
+    """
+    boot_id, now = _boot_clock()
+    out = []
+    directory = _claim_dir()
+    if not os.path.isdir(directory):
+        return out
+    with _claims_locked() as directory:
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".json"):
+                continue
+            record = _claim_read(os.path.join(directory, name))
+            if not record or not record.get("key"):
+                continue
+            answer = _claim_answer(record["key"], record, boot_id, now, won=False)
+            del answer["won"]
+            if expired and not (record.get("state") == "held" and (answer["expires_in"] or 0) <= 0):
+                continue
+            out.append(answer)
+    return out

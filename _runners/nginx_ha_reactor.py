@@ -12,10 +12,18 @@ that decides lives here, in tested Python:
 
   1. ``already-healthy``: ``nginx_ha.health`` on X says healthy (a late FAULT, keepalived's own
      start-up FAULT): nothing is restarted.
-  2. ``restarted``: ``nginx_ha.restart_nginx`` on X (a graceful restart that escalates to killing
-     the whole nginx process tree when it does not finish in time), then ``nginx_ha.health``
-     confirms it (warning alert). A FAULT after a restart that was verified healthy is a *new*
-     failure and gets a restart of its own.
+  2. ``restarted``: ``nginx_ha.restart_nginx`` on X (a start when nothing of nginx is left, else
+     a graceful restart; either escalates to killing the whole nginx process tree when it does not
+     serve in time), then ``nginx_ha.health`` confirms it (warning alert). A FAULT after a restart
+     that was verified healthy is a *new* failure and gets a restart of its own.
+
+  With the default actions these are **one minion call**: ``nginx_ha.restart_nginx
+  unless_healthy=True verify=True`` runs ``nginx_ha.health`` on X itself, restarts only when X
+  is not healthy, and returns the health after the restart (``restarted: false`` means case 1).
+  With other actions (or when the budget is spent) the health action is a call of its own. When
+  the verification of a restart that succeeded does not say healthy, the health action is asked
+  again every 0.5 s until ``health_wait`` seconds passed (after ``health_delay``, a fixed wait, 0
+  by default); a restart that failed or did not answer gets one health check.
   3. a critical alert: the restart budget (``restart_limit`` per ``restart_window`` seconds per
      node; every attempt counts) is spent, or nginx is not healthy after the restart, or the
      restart failed. X is then kept out of MASTER with ``nginx_ha.maintenance on force=True``;
@@ -81,11 +89,12 @@ Master configuration (all optional; defaults shown)::
     nginx_ha_reactor:
       restart_limit: 3          # restart attempts per node ...
       restart_window: 300       # ... per this many seconds
-      health_delay: 3           # seconds between the restart and the health check
+      health_delay: 0           # a fixed wait between the restart and the first health check
+      health_wait: 10           # seconds to keep checking health after the restart until healthy
       check_before_restart: true  # a FAULT of a node whose nginx is healthy restarts nothing
       timeout: 30               # seconds to wait for each minion call (unless the action sets one)
       in_progress_expiry: null  # seconds a worker may hold a node; null: the sum of the action
-                                # timeouts (health twice) + health_delay + 60
+                                # timeouts (health twice) + health_delay + health_wait + 60
       max_event_age: 120        # older events are late: recorded and summarized, no own alert
       require_signature: true   # act only on events signed by the engine with the sender's key
       state_file: <cachedir>/nginx_ha_reactor/state.json
@@ -100,7 +109,8 @@ Master configuration (all optional; defaults shown)::
 
 ``restart_coalesce`` of earlier versions is ignored: FAULTs share a restart only while it is in
 progress. The restart action must return ``{healthy, escalated, ...}`` or fail (non-zero retcode);
-any function that returns True works too (e.g. ``{fun: service.restart, arg: [nginx]}``).
+any function that returns True works too (e.g. ``{fun: service.restart, arg: [nginx]}``; then the
+health check before it and after it are calls of their own).
 
 State (restart history, owners, nodes in maintenance, nodes in progress, boots and sequence
 numbers, late events, alert bookkeeping) is one JSON file on the master, read and written under an
@@ -145,7 +155,8 @@ _STEP_TOLERANCE = 5.0  # seconds: the same offset twice means the node's clock w
 DEFAULTS = {
     "restart_limit": 3,
     "restart_window": 300,
-    "health_delay": 3,
+    "health_delay": 0,
+    "health_wait": 10,
     "check_before_restart": True,  # a FAULT of a node whose nginx is healthy again restarts nothing
     "timeout": 30,
     "in_progress_expiry": None,
@@ -161,6 +172,8 @@ DEFAULTS = {
     "alerts": {"dedupe": 300, "limit": 10, "window": 300},
     "webhook": {"url": None, "timeout": 2, "retries": 3, "backoff": 0.5},
     "fleet": {"realert": 600},
+    # Several masters (Salt's hot multi-master): claims on the nodes, see _claim_event (off: one master)
+    "multi_master": {"claims": False, "lease": None, "holder": None, "fleet_lease": 180},
 }
 
 
@@ -285,7 +298,7 @@ def _lease(cfg):
     default = float(cfg["timeout"])
     actions = cfg["actions"]
     calls = sum(float(actions[name].get("timeout") or default) for name in ("health", "restart", "health", "maintenance"))
-    return calls + float(cfg["health_delay"]) + 60.0
+    return calls + float(cfg["health_delay"]) + float(cfg["health_wait"]) + 60.0
 
 
 def _minion_public_key(minion_id):
@@ -386,6 +399,33 @@ def cluster_instances(pillar, node):
 
 def _pillar_of(node):
     return __salt__["pillar.show_pillar"](node)
+
+
+def cluster_scope(pillar, node, instance):
+    """
+    The sender's own cluster, from its pillar: ``(cluster name, the nodes of instance)``. Whatever
+    the reactor reads about peers (owners, other nodes' states, standbys) is limited to these
+    nodes: it never acts, or reasons, across clusters (two clusters may use the same instance
+    names on one master).
+    """
+    config = ((pillar or {}).get("nginx_ha") or {}) if isinstance(pillar, dict) else {}
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    cluster = cluster if isinstance(cluster, str) and cluster else "default"
+    inst = ((config.get("vrrp_instances") or {}).get(instance) or {}) if isinstance(config, dict) else {}
+    nodes = sorted(str(n) for n in (inst.get("nodes") or {})) if isinstance(inst, dict) else []
+    return cluster, nodes or [node]
+
+
+def _owner_key(event):
+    """Where the instance's owner is recorded: the instance name in the default cluster (as before
+    clusters had names), ``<cluster>/<instance>`` in a named one."""
+    cluster = event.get("cluster") or "default"
+    return event["instance"] if cluster == "default" else f"{cluster}/{event['instance']}"
+
+
+def _cluster_peers(event):
+    """The other nodes of the event's instance in the sender's own cluster (see cluster_scope)."""
+    return [n for n in event.get("members") or [] if n != event["node"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,18 +548,19 @@ def _reconcile_owner(state, event):
     MASTER event that arrived late (its node was cut off): keepalived's order, per node, wins
     over arrival order across nodes. Returns ``(old, new)`` when the owner changed, else None.
     """
-    owner = state["owners"].get(event["instance"])
+    owner = state["owners"].get(_owner_key(event))
     if event["state"] == "MASTER" or not owner or owner.get("node") != event["node"] or not _is_latest(state, event):
         return None
+    peers = set(_cluster_peers(event)) if event.get("members") else None  # the sender's cluster only
     candidates = [
         (slot[event["instance"]].get("recv") or 0, node, slot[event["instance"]])
         for node, slot in state["nodes"].items()
-        if node != event["node"] and (slot.get(event["instance"]) or {}).get("state") == "MASTER"
+        if node != event["node"] and (peers is None or node in peers) and (slot.get(event["instance"]) or {}).get("state") == "MASTER"
     ]
     if not candidates:
         return None  # nobody else claims it: keep the record (its next MASTER confirms it)
     recv, node, slot = max(candidates, key=lambda c: (c[0], c[1]))
-    state["owners"][event["instance"]] = {"node": node, "recv": slot.get("recv"), "seq": slot.get("seq"), "boot": slot.get("boot"), "time": time.time()}
+    state["owners"][_owner_key(event)] = {"node": node, "recv": slot.get("recv"), "seq": slot.get("seq"), "boot": slot.get("boot"), "time": time.time()}
     return (event["node"], node)
 
 
@@ -654,6 +695,9 @@ def _send(alerts):
 
 def _alert(cfg, severity, message, **fields):
     """The reactor's alerts: through :py:func:`_gate`; True when this alert went out."""
+    if cfg.get("quiet"):  # another master claimed the event: it alerts
+        log.info("nginx_ha_reactor: alert left to the master that claimed the event: [%s] %s", severity, message)
+        return False
     try:
         with _state(cfg) as state:
             out = _gate(state, cfg, severity, message, fields, time.time())
@@ -740,7 +784,7 @@ def _result(event, action, ok=True, **extra):
 
 def _on_master(event, cfg, late):
     with _state(cfg) as state:
-        previous = state["owners"].get(event["instance"])
+        previous = state["owners"].get(_owner_key(event))
         if not _is_latest(state, event):
             # a newer event of the same node was admitted first (concurrent workers): it says more
             return _result(event, "superseded", owner=previous["node"] if previous else None)
@@ -748,7 +792,7 @@ def _on_master(event, cfg, late):
         # receive time decides who is the newer owner, never a node's clock.
         if previous and previous.get("recv") is not None and event["recv"] < previous["recv"]:
             return _result(event, "stale", owner=previous["node"])
-        state["owners"][event["instance"]] = {"node": event["node"], "recv": event["recv"], "seq": event["seq"], "boot": event["boot"], "time": time.time()}
+        state["owners"][_owner_key(event)] = {"node": event["node"], "recv": event["recv"], "seq": event["seq"], "boot": event["boot"], "time": time.time()}
     old = previous["node"] if previous else None
     new = event["node"]
     if late:
@@ -806,12 +850,52 @@ def _restart_detail(restarted, restart_ret, health_ret, fun):
     return what + detail
 
 
+_HEALTH_POLL = 0.5  # seconds between health checks while waiting for a restarted node to be healthy
+
+
+def _folded(cfg):
+    """
+    True when the restart action is ``nginx_ha.restart_nginx`` and the health action
+    ``nginx_ha.health`` (the defaults): then "healthy already?", the restart and its verification
+    are one minion call (``unless_healthy``, ``verify``: the module runs the same health check).
+    """
+    actions = cfg["actions"]
+    return actions["restart"].get("fun") == "nginx_ha.restart_nginx" and actions["health"].get("fun") == "nginx_ha.health" and not (
+        actions["health"].get("arg") or actions["health"].get("kwarg")
+    )
+
+
+def _verify(node, cfg, first=None, poll=True):
+    """
+    The health check after a restart: ``first`` (the health the restart call returned, when it
+    did) or the health action; with ``poll`` (the restart call succeeded) the health action again
+    every ``_HEALTH_POLL`` seconds while it answers unhealthy, until ``health_wait`` seconds passed
+    (after the fixed ``health_delay``, 0 by default). Returns the last ``(ok, return)``.
+    """
+    delay = float(cfg["health_delay"])
+    if first is not None and not delay and _healthy(*first):
+        return first
+    if delay:
+        time.sleep(delay)
+    deadline = time.time() + float(cfg["health_wait"])
+    while True:
+        health_ok, health_ret = _call(node, cfg["actions"]["health"], cfg["timeout"])
+        if _healthy(health_ok, health_ret) or not health_ok or not poll or time.time() >= deadline:
+            return health_ok, health_ret  # no answer at all (after its own timeout): not worth waiting on
+        time.sleep(min(_HEALTH_POLL, max(0.0, deadline - time.time())))
+
+
 def _heal(event, cfg, check):
-    """One round for a FAULT of a node this worker holds: health check, restart or keep-out."""
+    """
+    One round for a FAULT of a node this worker holds: health check, restart or keep-out. With
+    the default actions (:py:func:`_folded`) the check, the restart and its verification are one
+    minion call: the module restarts only a node that is not healthy, and returns its health.
+    """
     node = event["node"]
     limit, window = int(cfg["restart_limit"]), float(cfg["restart_window"])
     actions = cfg["actions"]
-    if check:
+    folded = _folded(cfg)
+    if check and not folded:
         # A FAULT can arrive late or be keepalived's own start-up: heal only what is still broken.
         health_ok, health_ret = _call(node, actions["health"], cfg["timeout"])
         if _healthy(health_ok, health_ret):
@@ -822,19 +906,34 @@ def _heal(event, cfg, check):
         state["restarts"][node] = history
     used = len(history)
     if used >= limit:
+        if check and folded:  # the budget is spent: ask health alone, a healthy node needs nothing
+            health_ok, health_ret = _call(node, actions["health"], cfg["timeout"])
+            if _healthy(health_ok, health_ret):
+                return _result(event, "already-healthy", restarts_in_window=None)
         reason = f"FAULT on {node} and its restart budget is spent ({used} restarts in {window:g}s)"
         return _kept_out(event, cfg, reason, "budget-exhausted", restarts_in_window=used)
 
+    restart = actions["restart"]
+    if folded:
+        restart = dict(restart, kwarg=dict(restart.get("kwarg") or {}, unless_healthy=bool(check), verify=True))
     started = time.time()
-    restarted, restart_ret = _call(node, actions["restart"], cfg["timeout"])
+    restarted, restart_ret = _call(node, restart, cfg["timeout"])
+    took = {"checks": round(event.get("checked") or 0.0, 3), "restart_call": round(time.time() - started, 3)}
+    reported = restart_ret.get("health") if folded and isinstance(restart_ret, dict) else None
+    if folded and restarted and isinstance(restart_ret, dict) and restart_ret.get("restarted") is False and _healthy(True, reported):
+        # the module found it healthy: nothing restarted
+        return _result(event, "already-healthy", restarts_in_window=None, took=took)
     with _state(cfg) as state:
         # Every attempt counts against the budget, recorded once the call returned.
         history = [t for t in state["restarts"].get(node, []) if started - t < window] + [started]
         state["restarts"][node] = history
     used = len(history)
     escalated = isinstance(restart_ret, dict) and restart_ret.get("escalated") is True
-    time.sleep(float(cfg["health_delay"]))
-    health_ok, health_ret = _call(node, actions["health"], cfg["timeout"])
+    verifying = time.time()
+    # a restart that failed (or did not answer) gets one health check, the judge: no waiting for a miracle
+    health_ok, health_ret = _verify(node, cfg, first=(True, reported) if restarted and isinstance(reported, dict) else None, poll=restarted)
+    took["verify"] = round(time.time() - verifying, 3)
+    log.info("nginx_ha_reactor: FAULT of %s: checks %.2fs, restart call %.2fs, verification %.2fs", node, took["checks"], took["restart_call"], took["verify"])
     if _healthy(health_ok, health_ret):  # the health check is the judge, also after a restart call that timed out
         how = " (a graceful restart did not finish: the nginx process tree was killed and nginx started again)" if escalated else ""
         _alert(
@@ -846,7 +945,7 @@ def _heal(event, cfg, check):
             restarts_in_window=used,
             escalated=escalated,
         )
-        return _result(event, "restarted", restarted=restarted, escalated=escalated, healthy=True, restarts_in_window=used)
+        return _result(event, "restarted", restarted=restarted, escalated=escalated, healthy=True, restarts_in_window=used, took=took)
     reason = f"FAULT on {node}; nginx restart {_restart_detail(restarted, restart_ret, health_ret, actions['restart']['fun'])}"
     return _kept_out(
         event,
@@ -857,6 +956,7 @@ def _heal(event, cfg, check):
         escalated=escalated,
         healthy=False,
         restarts_in_window=used,
+        took=took,
     )
 
 
@@ -939,10 +1039,149 @@ def _on_backup(event, cfg, late):  # pylint: disable=unused-argument
     return _result(event, "late", late=late) if late else _result(event, "recorded")
 
 
+# ---------------------------------------------------------------------------------------------
+# Several masters: claims on the node (nginx_ha.claim), so each event is acted on once
+# ---------------------------------------------------------------------------------------------
+
+
+def _claims_on(cfg):
+    return bool((cfg.get("multi_master") or {}).get("claims"))
+
+
+def _holder(cfg):
+    """This master's name in claims: ``multi_master:holder``, else the master's id."""
+    return str((cfg.get("multi_master") or {}).get("holder") or __opts__.get("id") or "master")
+
+
+def _claim_key(event):
+    """The event's claim key on its node: ``vrrp|<instance>|<boot or ->|<seq>`` (None without a seq)."""
+    if event.get("seq") is None:
+        return None
+    return f"vrrp|{event['instance']}|{event.get('boot') or '-'}|{event['seq']}"
+
+
+def _claim_lease(cfg):
+    return float((cfg.get("multi_master") or {}).get("lease") or _lease(cfg))
+
+
+def _claim_event(event, cfg, late):
+    """
+    With ``multi_master:claims``: claim the event on its node (``nginx_ha.claim``) before acting.
+    Returns None to act (claim won, or claims off, or nothing to act on), else the decision
+    ``claimed-elsewhere`` (another master holds or handled it: nothing else is done here). When
+    the node cannot be asked, this master acts (logged): an event is never dropped for a claim.
+    """
+    if not _claims_on(cfg) or event["state"] == "BACKUP" or (late and event["state"] != "FAULT"):
+        return None
+    key = _claim_key(event)
+    if key is None:
+        log.warning("nginx_ha_reactor: %s's %s event has no seq to claim; acting without a claim", event["node"], event["state"])
+        return None
+    info = {k: event[k] for k in ("instance", "state", "seq", "boot")}
+    action = {"fun": "nginx_ha.claim", "arg": [key, _holder(cfg)], "kwarg": {"lease": _claim_lease(cfg), "info": info}}
+    ok, ret = _call(event["node"], action, cfg["timeout"])
+    if not ok or not isinstance(ret, dict):
+        log.warning("nginx_ha_reactor: cannot claim %s on %s (%s); acting without a claim", key, event["node"], str(ret)[:200])
+        return None
+    if ret.get("won"):
+        if ret.get("taken_over"):
+            log.warning("nginx_ha_reactor: claim %s of %s had expired unfinished; taken over", key, ret["taken_over"])
+        event["claim"] = key
+        return None
+    log.info("nginx_ha_reactor: %s is handled by %s (%s)", key, ret.get("holder"), ret.get("state"))
+    return _result(event, "claimed-elsewhere", holder=ret.get("holder"), claim=ret.get("state"), expires_in=ret.get("expires_in"))
+
+
+def _claim_finish(event, cfg, ret):
+    """Mark the event's claim done with what was decided (a failure is logged: the lease then expires)."""
+    key = event.get("claim")
+    if not key:
+        return
+    action = {"fun": "nginx_ha.claim_done", "arg": [key, _holder(cfg)], "kwarg": {"result": str((ret or {}).get("action"))}}
+    ok, answer = _call(event["node"], action, cfg["timeout"])
+    if not ok or not isinstance(answer, dict) or not answer.get("done"):
+        log.error("nginx_ha_reactor: cannot mark %s done on %s: %s", key, event["node"], str(answer)[:200])
+
+
+def _fleet_nodes(view):
+    """The nodes that answered the fleet view, sorted (where fleet claims are kept)."""
+    nodes = set()
+    for group in (view.get("clusters") or {}).values():
+        nodes.update(group.get("nodes") or [])
+    gone = set(view.get("unreachable") or []) | set(view.get("errors") or [])
+    return sorted(n for n in nodes if n not in gone)
+
+
+def _fleet_alerter(cfg, view):
+    """
+    Which master sends the fleet check's alerts: the holder of the ``fleet-alerter`` claim (lease
+    ``multi_master:fleet_lease``, renewed by every check of its holder) on the first node that
+    answers. When its holder stops checking (it died), the lease runs out and another master
+    takes it over. With no node to ask, this master alerts (each master may then alert).
+    """
+    me = _holder(cfg)
+    if not _claims_on(cfg):
+        return {"alerts": True, "holder": me}
+    lease = float(cfg["multi_master"].get("fleet_lease") or 180)
+    for node in _fleet_nodes(view)[:3]:
+        action = {"fun": "nginx_ha.claim", "arg": ["fleet-alerter", me], "kwarg": {"lease": lease}}
+        ok, ret = _call(node, action, cfg["timeout"])
+        if ok and isinstance(ret, dict):
+            if ret.get("taken_over"):
+                log.warning("nginx_ha_reactor: %s takes the fleet alerts over from %s (its lease ran out)", me, ret["taken_over"])
+            return {"alerts": bool(ret.get("won")), "holder": ret.get("holder"), "on": node}
+    log.warning("nginx_ha_reactor: no node to keep the fleet-alerter claim on; %s alerts", me)
+    return {"alerts": True, "holder": me, "on": None}
+
+
+def _take_over_expired(cfg, view):
+    """
+    Claims on the nodes whose lease ran out unfinished (the master that claimed the event died or
+    hangs): take each over, say so (warning), and do what that master did not: a FAULT is
+    healed (health check first); for MASTER and STOP the alert is sent. Returns what was done.
+    """
+    if not _claims_on(cfg):
+        return []
+    done = []
+    for node in _fleet_nodes(view):
+        ok, expired = _call(node, {"fun": "nginx_ha.claims", "kwarg": {"expired": True}}, cfg["timeout"])
+        if not ok or not isinstance(expired, list):
+            continue
+        for old in expired:
+            info = old.get("info") or {}
+            if not str(old.get("key", "")).startswith("vrrp|") or info.get("state") not in ("FAULT", "MASTER", "STOP"):
+                continue
+            event = {"node": node, "instance": str(info.get("instance")), "state": info["state"], "seq": info.get("seq"), "boot": info.get("boot"), "vips": []}
+            action = {"fun": "nginx_ha.claim", "arg": [old["key"], _holder(cfg)], "kwarg": {"lease": _claim_lease(cfg), "info": info}}
+            ok, won = _call(node, action, cfg["timeout"])
+            if not ok or not isinstance(won, dict) or not won.get("won"):
+                continue
+            event["claim"] = old["key"]
+            _alert(
+                cfg, "warning",
+                f"{event['instance']}: master {won.get('taken_over') or old.get('holder')} claimed {node}'s {event['state']} event "
+                f"(seq {event['seq']}) and did not finish (it died or hangs); {_holder(cfg)} takes it over",
+                instance=event["instance"], node=node, check="claims",
+            )
+            try:
+                if event["state"] == "FAULT":
+                    ret = _heal(event, cfg, True)
+                else:
+                    what = "became MASTER" if event["state"] == "MASTER" else "stopped keepalived"
+                    _alert(cfg, "warning", f"{event['instance']}: {node} {what} (event taken over)", instance=event["instance"], node=node)
+                    ret = _result(event, "alerted")
+            except Exception as exc:  # pylint: disable=broad-except
+                ret = _failed(cfg, f"claim {old['key']}", {"id": node}, exc, event)
+            _claim_finish(event, cfg, ret)
+            done.append({"node": node, "key": old["key"], "from": old.get("holder"), "action": ret.get("action")})
+    return done
+
+
 def _react(event, cfg):
     now = time.time()
     with _state(cfg) as state:
         admitted, due = _admit(state, event, cfg, now)
+    event["decided"] = time.time()  # admitted and recorded: the actions follow (see _timing)
     _send(due)
     corrected = admitted.get("owner_corrected")
     if corrected and not admitted["late"]:  # a late one is in the backlog summary
@@ -957,7 +1196,14 @@ def _react(event, cfg):
             log.warning("nginx_ha_reactor: replay rejected: %s", admitted["reason"])
         return _result(event, admitted["action"], ok=admitted["action"] == "duplicate", reason=admitted["reason"])
     handler = {"MASTER": _on_master, "FAULT": _on_fault, "STOP": _on_stop, "BACKUP": _on_backup}[event["state"]]
-    return handler(event, cfg, admitted["late"])
+    lost = _claim_event(event, cfg, admitted["late"])  # several masters: the one that claims it acts
+    if lost is not None:
+        if event["state"] == "MASTER":  # record the owner as the winner does; the alert is the winner's
+            handler(event, dict(cfg, quiet=True), admitted["late"])
+        return lost
+    ret = handler(event, cfg, admitted["late"])
+    _claim_finish(event, cfg, ret)
+    return ret
 
 
 def _failed(cfg, tag, data, exc, event=None):
@@ -978,6 +1224,22 @@ def _failed(cfg, tag, data, exc, event=None):
     return ret
 
 
+def _timing(event, started, now=None):
+    """
+    The decision's timing record, ``timing`` in :py:func:`vrrp_event`'s return (seconds, on the
+    master's clock, after ``recv``: the master's receive time of the event, its ``_stamp``):
+    ``start`` the runner began, ``decided`` the event admitted and recorded (its first action
+    follows), ``done`` the runner returned. bench/scale.py reads it from the job returns.
+    """
+    now = time.time() if now is None else now
+    recv = event["recv"]
+
+    def after(t):
+        return None if t is None else round(t - recv, 4)
+
+    return {"recv": recv, "start": after(started), "decided": after(event.get("decided")), "done": after(now)}
+
+
 def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
     """
     React to one ``nginx_ha/vrrp/<instance>/<state>`` event (called by ``reactor/vrrp.sls`` with
@@ -994,12 +1256,18 @@ def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
     """
     cfg = _config()
     event = None
+    started = time.time()
     try:
         event = parse_event(tag, data, require_signature=bool(cfg["require_signature"]))
-        members = cluster_instances(_pillar_of(event["node"]), event["node"])
+        pillar = _pillar_of(event["node"])
+        members = cluster_instances(pillar, event["node"])
         if event["instance"] not in members:
             raise Rejected(f"{event['node']} is not a node of {event['instance']} in the nginx_ha pillar")
-        return _react(event, cfg)
+        event["cluster"], event["members"] = cluster_scope(pillar, event["node"], event["instance"])
+        event["checked"] = time.time() - started  # sender, signature, membership: before anything is acted on
+        ret = _react(event, cfg)
+        ret["timing"] = _timing(event, started)
+        return ret
     except Rejected as exc:
         log.warning("nginx_ha_reactor: ignoring %s: %s", tag, exc)
         return {"result": False, "action": "rejected", "reason": str(exc), "tag": str(tag)[:200]}
@@ -1023,6 +1291,22 @@ def _fleet_view(tgt, tgt_type, timeout):
         return {"problems": [problem], "problem_info": {problem: {"kind": "FLEET-CHECK-FAILED", "severity": "critical"}}}
 
 
+def _router_ids(tgt, tgt_type, timeout):
+    """The problems of ``nginx_ha.check_router_ids`` (router ids or cluster names reused across
+    clusters), as ``(problems, problem_info)``; its own failure is one critical problem."""
+    if "nginx_ha.check_router_ids" not in __salt__:
+        # it ships in the same runner file as nginx_ha.status: absent only beside an older copy of it
+        log.warning("nginx_ha_reactor: no nginx_ha.check_router_ids runner here (an older _runners/nginx_ha.py?); router ids not checked")
+        return [], {}
+    try:
+        ret = __salt__["nginx_ha.check_router_ids"](tgt=tgt, tgt_type=tgt_type, timeout=timeout)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.error("nginx_ha_reactor: nginx_ha.check_router_ids failed", exc_info=True)
+        problem = f"ROUTER-ID-CHECK-FAILED: nginx_ha.check_router_ids raised {type(exc).__name__}: {str(exc)[:200]}"
+        return [problem], {problem: {"kind": "ROUTER-ID-CHECK-FAILED", "severity": "critical"}}
+    return list(ret.get("problems") or []), dict(ret.get("problem_info") or {})
+
+
 def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5):
     """
     Run ``nginx_ha.status`` (the fleet view) and alert on each of its problems:
@@ -1034,6 +1318,12 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
     * warning: FAULT and UNHEALTHY otherwise, MAINTENANCE, NO-ROLE (a minion with the pillar but
       no role in any instance), ERROR (a minion answered with an error), NO-ANSWER (a minion did
       not answer at all).
+    * from ``nginx_ha.check_router_ids`` (several clusters on one master), critical:
+      ROUTER-ID-CONFLICT (one virtual_router_id used by two clusters on one network and address
+      family), CLUSTER-NAME-REUSED (one ``nginx_ha:cluster`` name for two clusters); warning:
+      PILLAR-ERROR.
+
+    The fleet view judges owners, SPLIT-BRAIN, NO-OWNER and standbys per cluster.
 
     An unchanged problem is repeated at most every ``fleet:realert`` seconds, and its end is
     announced (info). Also sends what is due from the reactor: summaries of late events, of
@@ -1055,7 +1345,10 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
     cfg = _config()
     view = _fleet_view(tgt, tgt_type, timeout)
     problems = list(view.get("problems") or [])
-    info = view.get("problem_info") or {}
+    info = dict(view.get("problem_info") or {})
+    id_problems, id_info = _router_ids(tgt, tgt_type, timeout)
+    problems += [p for p in id_problems if p not in problems]
+    info.update(id_info)
     now = time.time()
     realert = float(cfg["fleet"].get("realert", 600))
     to_alert, resolved = [], []
@@ -1071,18 +1364,25 @@ def check_fleet(tgt="I@nginx_ha:vrrp_instances", tgt_type="compound", timeout=5)
             resolved.append(problem)
             del known[problem]
     _send(due)
+    alerter = _fleet_alerter(cfg, view)  # several masters: one alerts, the others only record
+    taken = _take_over_expired(cfg, view)
+    if not alerter["alerts"]:
+        to_alert, resolved = [], []
     for problem in to_alert:
         details = info.get(problem) or {}
         kind = details.get("kind") or problem.split(":", 1)[0]
         severity = details.get("severity") or ("warning" if kind in _WARNING_KINDS else "critical")
-        where = {k: details[k] for k in ("node", "instance") if details.get(k)}
+        where = {k: details[k] for k in ("node", "instance", "cluster") if details.get(k)}
         _alert(cfg, severity, problem, check="fleet", problem=kind, **where)
     for problem in resolved:
         _alert(cfg, "info", f"resolved: {problem}", check="fleet", problem=problem.split(":", 1)[0])
     if problems:
         __context__["retcode"] = 1  # the job's success flag
     # salt-run takes its exit code from a "retcode" key of the return (Salt 3008).
-    return {"ok": not problems, "problems": problems, "alerted": to_alert, "resolved": resolved, "retcode": 1 if problems else 0}
+    ret = {"ok": not problems, "problems": problems, "alerted": to_alert, "resolved": resolved, "retcode": 1 if problems else 0}
+    if _claims_on(cfg):
+        ret.update(alerter=alerter, taken_over=taken)
+    return ret
 
 
 def show_state():

@@ -30,12 +30,29 @@ States for nginx-ha that a plain ``file.managed`` cannot express safely.
     is reported as ``result: False`` with the checker's output, an accepted change as
     ``result: None`` with the diff.
 
+    When the candidate equals the live file byte for byte and only mode/owner (or nothing)
+    differ, the checker does not run: the running daemon already loaded what it would check.
+
+``nginx_ha.service_offline_answered``
+    Makes Salt's own ``service.running``/``service.dead`` cheap on hosts whose service module has
+    no ``offline`` function (``debian_service``, the sysvinit hosts): those states first ask the
+    loader for ``service.offline``, and that miss makes it import every execution module of the
+    minion (about a second, each run) before concluding "not offline". This state loads the
+    host's service module by a function it has (``service.status``) and, only when that module
+    defines no ``offline``, registers ``service.offline`` for this run answering what the full
+    search would find: ``systemd_service``'s offline mode (the only ``offline`` in Salt) where that
+    module would load (``systemctl`` installed, systemd not PID 1), else False. The service states
+    themselves are Salt's. Nothing on the host changes (so ``test=True`` runs it as well, with no
+    changes).
+
 Sync to minions with ``salt '*' saltutil.sync_all``.
 """
 
 import difflib
 import grp
 import importlib.util
+import inspect
+import logging
 import os
 import pwd
 import shutil
@@ -46,6 +63,7 @@ import sys
 import tempfile
 import time
 
+import salt.utils.systemd
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The extension's own Python (_utils/) as ordinary imports: on the loader's sys.path when synced
@@ -54,6 +72,8 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 if importlib.util.find_spec("nginx_ha_files") is None:
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_utils"))
 import nginx_ha_files  # pylint: disable=wrong-import-position
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "nginx_ha"
 
@@ -468,4 +488,65 @@ def validated_config(
         ret["comment"] = f"cannot set the mode/owner of {name}: {exc}"
         return ret
     ret.update(result=True, changes=changes, comment=f"{name}: mode/owner updated{via}")
+    return ret
+
+
+def _offline_as_salt_finds_it():
+    """
+    ``service.offline`` where the host's service module has none: what Salt's loader answers after
+    importing every module. Of Salt's modules only ``systemd_service`` defines ``offline``; it loads
+    (``__virtual__``) on Linux when systemd is PID 1 or ``systemctl`` is installed without it
+    ("offline mode"), and then answers ``salt.utils.systemd.offline``; otherwise the lookup misses
+    and ``service.running`` reads False.
+    """
+    if "systemd_service" in (__opts__.get("disable_modules") or []) or __grains__.get("kernel") != "Linux":
+        return False
+    return salt.utils.systemd.offline(__context__)
+
+
+def _defines(func, name):
+    """Whether the module that defines loader function ``func`` has a public function ``name`` (or an alias to it)."""
+    raw = inspect.unwrap(func)
+    module = getattr(raw, "__globals__", None)
+    if not isinstance(module, dict):
+        return None  # unknown: leave the loader alone
+    aliases = module.get("__func_alias__") or {}
+    return callable(module.get(name)) or name in aliases.values()
+
+
+def service_offline_answered(name):
+    """
+    Spare Salt's ``service.running``/``service.dead`` in this run the loader miss on
+    ``service.offline`` where the host's service module has none (see the module documentation).
+    Changes nothing on the host; ``service.running`` stays Salt's own.
+
+    name
+        Any (the state id).
+
+    .. code-block:: yaml
+
+        nginx_ha_service_offline_answered:
+          nginx_ha.service_offline_answered:
+            - require_in:
+              - service: nginx_ha_nginx_running
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    try:
+        status = __salt__["service.status"]
+    except KeyError:
+        ret["comment"] = "no service module on this minion: nothing to prepare (service.running reports it)"
+        return ret
+    module = getattr(inspect.unwrap(status), "__module__", "?").rsplit(".", 1)[-1]
+    defined = _defines(status, "offline")
+    if defined is None:
+        ret["comment"] = f"cannot tell whether {module} has offline(): left to Salt's loader"
+    elif defined:
+        ret["comment"] = f"{module} provides service.offline"
+    else:
+        __salt__["service.offline"] = _offline_as_salt_finds_it
+        log.debug("nginx_ha: %s has no offline(); service.offline answered without a full loader search", module)
+        ret["comment"] = (
+            f"{module} has no offline(): service.offline answers for this run as Salt's loader would"
+            " (systemd_service's offline mode, else False), without importing every execution module to find it"
+        )
     return ret

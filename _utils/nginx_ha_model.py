@@ -758,6 +758,9 @@ def node_view(config, minion_id):
         )
     view = copy.deepcopy({k: v for k, v in config.items() if k not in ("vrrp_instances", "instance_defaults", "nodes")})
     view["id"] = minion_id
+    # the cluster this node belongs to (nginx_ha:cluster) and all of its nodes: what the fleet view
+    # groups by and queries answer without the master
+    view["cluster_nodes"] = members
     view["instances"] = [
         _node_instance(config, name, minion_id)
         for name in sorted(config["vrrp_instances"])

@@ -786,7 +786,7 @@ NODE_FIELDS = {
 }
 
 INSTANCE_SETTINGS = {
-    "advert_int": Field(Number(0.01, 255), 0.1, "seconds between adverts; below 1 or fractional needs version 3"),
+    "advert_int": Field(Number(0.01, 255), 0.05, "seconds between adverts; below 1 or fractional needs version 3 (0.05: a dead MASTER is replaced after 3 x 0.05 s + skew, about 0.18 s)"),
     "version": Field(Choice(2, 3), 3, "VRRP version"),
     "nopreempt": Field(Bool(), False, "a recovered MASTER does not take the VIP back (every node starts BACKUP)"),
     "preempt_delay": Field(Int(0, 1000), 0, "seconds a recovered node waits before taking the VIP back"),
@@ -884,9 +884,9 @@ SYNC_GROUP = Dict(
 WATCHER = Dict(
     {
         "enabled": Field(Bool(), True, "the fast path: a watcher probing nginx several times a second, writing a keepalived track_file"),
-        "interval": Field(Number(0.01, 60), 0.1, "seconds between probes"),
+        "interval": Field(Number(0.01, 60), 0.05, "seconds between probes"),
         "retry_interval": Field(Number(0.01, 60), 0.02, "seconds to the next probe after a failed one"),
-        "timeout": Field(Number(0.01, 60), 0.25, "seconds for a whole probe (connect + answer)"),
+        "timeout": Field(Number(0.01, 60), 0.1, "seconds for a whole probe (connect + answer); a hung nginx is unhealthy after about interval + fall x timeout"),
         "fall": Field(Int(1, 1000), 2, "failed probes in a row before the node is unhealthy"),
         "rise": Field(Int(1, 1000), 5, "good probes in a row before it is healthy again"),
         "python": Field(AbsPath(), "/usr/bin/python3", "the Python 3 the watcher and the check run with"),
@@ -1153,8 +1153,18 @@ GLOBAL_DEFS_DEFAULT = {
     "vrrp_garp_master_refresh": ["10"],
 }
 
+CLUSTER_NAME = Pattern(r"[a-z0-9][a-z0-9_-]{0,31}", "a cluster name of lower-case letters, digits, '_', '-' (at most 32)")
+DEFAULT_CLUSTER = "default"
+
 SCHEMA = Dict(
     {
+        "cluster": Field(
+            CLUSTER_NAME,
+            DEFAULT_CLUSTER,
+            "this cluster's name: its nodes' pillar says which cluster they form, when one master runs several"
+            " (the fleet view groups by it, the reactor acts within it); recorded in node.json. Give each"
+            " cluster on a master its own name (salt-run nginx_ha.check_router_ids reports one reused)",
+        ),
         "vrrp_instances": Field(MapOf(NAME, INSTANCE, "a mapping of instance name to VRRP instance", 1), None, "the VRRP instances (VIP groups)", required=True),
         "instance_defaults": Field(Dict(INSTANCE_SETTINGS), None, "settings every vrrp_instance gets unless it sets its own"),
         "nodes": Field(MapOf(MINION_ID, Dict(NODE_FIELDS)), {}, "per-node settings shared by all instances (interface, unicast_src_ip), by minion id"),

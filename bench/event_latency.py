@@ -123,6 +123,56 @@ def summarize_paths(matched):
     return out
 
 
+_LINE = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\dT\S+) (?P<text>.*)$")
+# what else of the heal the node's syslog shows: the watcher's flips, keepalived's check script
+_NODE_STEPS = (
+    ("watcher_unhealthy", re.compile(r"nginx_ha_watch\S*: nginx unhealthy")),
+    ("watcher_healthy", re.compile(r"nginx_ha_watch\S*: nginx healthy again")),
+    ("script_failed", re.compile(r"VRRP_Script\(\S+\) failed")),
+    ("script_ok", re.compile(r"VRRP_Script\(\S+\) succeeded")),
+)
+
+
+def heal_steps(t_fault, syslog_text, bus_events, node):
+    """
+    Where the heal's time goes, seconds after the SIGKILL (first occurrence of each step, None when
+    absent): from ``node``'s syslog the watcher's flips and keepalived's check script results; from
+    the master's bus (``salt/job/*``, ``salt/run/*``, ``nginx_ha/vrrp/*``) the FAULT event, the
+    reactor's runner start and return, and each minion job on ``node`` (``jobs``: [fun, published,
+    returned]).
+    """
+    out = {name: None for name, _ in _NODE_STEPS}
+    for line in syslog_text.splitlines():
+        m = _LINE.match(line)
+        t = lab_bus.epoch(m["stamp"]) if m else None
+        if t is None or t < t_fault:
+            continue
+        for name, rx in _NODE_STEPS:
+            if out[name] is None and rx.search(m["text"]):
+                out[name] = round(t - t_fault, 4)
+    out.update(fault_on_bus=None, reactor_start=None, reactor_done=None)
+    jobs, rets = {}, {}
+    for e in sorted(bus_events, key=lambda e: e["stamp"]):
+        tag, data, t = e["tag"], e["data"], round(e["stamp"] - t_fault, 4)
+        if t < 0:
+            continue
+        if tag.startswith("nginx_ha/vrrp/") and tag.endswith("/fault") and data.get("id") == node and path_of(e) == "engine":
+            out["fault_on_bus"] = t if out["fault_on_bus"] is None else out["fault_on_bus"]
+        elif tag.startswith("salt/run/") and data.get("fun") == REACTOR_FUN:
+            if tag.endswith("/new") and out["reactor_start"] is None:
+                out["reactor_start"] = t
+            elif tag.endswith("/ret") and (data.get("return") or {}).get("state") == "FAULT" and out["reactor_done"] is None:
+                out["reactor_done"] = t
+                out["reactor_took"] = data["return"].get("took")  # its own phases: checks, restart call, verification
+        elif tag.startswith("salt/job/") and tag.endswith("/new") and node in (data.get("minions") or []):
+            jobs[data.get("jid")] = [data.get("fun"), t, None]
+        elif tag.startswith("salt/job/") and tag.endswith("/ret/" + node):
+            rets.setdefault(data.get("jid"), t)
+    out["jobs"] = [[fun, new, rets.get(jid)] for jid, (fun, new, _) in jobs.items()
+                   if not str(fun).startswith(("saltutil.", "test.", "state.", "nginx_ha.vip_status"))]
+    return out
+
+
 def heal_trial_times(t_fault, node_transitions, first_answer):
     """SIGKILL -> FAULT, -> nginx answering again, -> MASTER again (seconds or None) for web-a."""
     fault = next((t for t, s in node_transitions if t >= t_fault and s == "FAULT"), None)
@@ -149,7 +199,7 @@ def reactor_config():
         "runner_dirs": [os.path.join(REPO, "_runners")],
         "reactor": [{"nginx_ha/vrrp/*": [os.path.join(REPO, "reactor", "vrrp.sls")]}],
         "nginx_ha_reactor": cfg,
-        **lab_bus.recorder(["nginx_ha/*", "salt/run/*/ret"]),
+        **lab_bus.recorder(["nginx_ha/*", "salt/run/*/ret", "salt/run/*/new", "salt/job/*"]),
     }
 
 
@@ -221,7 +271,16 @@ def heal_trial(bench, lab, k):
     _wait(lambda: reactor_idle(lab, t_fault), 60, "the reactor's decisions on this trial")
     decisions = [e["data"]["return"].get("action") for e in reactor_returns(lab, t_fault)
                  if e["data"]["return"].get("node") == profiles.MASTER]
-    return dict(trial=k, t_fault=t_fault, healed=bool(healed), reactor_actions=decisions, **times)
+    syslog = web_a.read_file("/var/log/syslog", missing_ok=True) or ""
+    steps = heal_steps(t_fault, syslog, lab_bus.events(lab, "*", t_fault), profiles.MASTER)
+    return dict(trial=k, t_fault=t_fault, healed=bool(healed), reactor_actions=decisions, steps=steps, **times)
+
+
+def _steps_text(steps):
+    named = [f"{k} {v:.2f}" for k, v in steps.items() if k not in ("jobs", "reactor_took") and v is not None]
+    jobs = [f"{fun} {new:.2f}->{'-' if ret is None else f'{ret:.2f}'}" for fun, new, ret in steps.get("jobs") or []]
+    took = [f"reactor took {steps['reactor_took']}"] if steps.get("reactor_took") else []
+    return ", ".join(sorted(named, key=lambda x: float(x.rsplit(' ', 1)[1])) + jobs + took)
 
 
 def run(bench, lab, trials, restart_cmd=None, extra=None):
@@ -239,6 +298,7 @@ def run(bench, lab, trials, restart_cmd=None, extra=None):
         bench.say(f"events: heal trial {k}/{trials}: web-a FAULT {duration(trial['fault'])}, nginx answering again "
                   f"{duration(trial['nginx_back'])}, MASTER again {duration(trial['master_again'])} after the SIGKILL; "
                   f"reactor: {', '.join(trial['reactor_actions']) or '-'}  [{time.monotonic() - t0:.1f}s]")
+        bench.say(f"events: heal trial {k} steps (s after the SIGKILL): {_steps_text(trial['steps'])}")
     _wait(lambda: reactor_idle(lab, t_start), 60, "the reactor idle after the trials")
     trans = syslog_transitions(lab, t_start)
     bus_events = lab_bus.events(lab, "nginx_ha/vrrp/*", t_start)

@@ -32,13 +32,14 @@ class BenchError(RuntimeError):
 class Poller:
     """The client poller (bench/poller.py) running in the lab's client host."""
 
-    def __init__(self, lab, tag, max_seconds=120, url=None):
+    def __init__(self, lab, tag, max_seconds=120, url=None, sequential=False):
         self.lab = lab
-        name = f"/tmp/bench-poll-{tag}-{secrets.token_hex(3)}"
+        name = f"/tmp/bench-poll-{tag}{'-seq' if sequential else ''}-{secrets.token_hex(3)}"
         self.out, self.stop_file = name + ".txt", name + ".stop"
         cmd = (f"{PYTHON} {POLLER} --url {url or f'http://{profiles.VIP}/'} --out {self.out} --stop-file {self.stop_file} "
                f"--interval {POLL_INTERVAL} --timeout {POLL_TIMEOUT} --nodes {','.join(profiles.NODES)} "
-               f"--max-seconds {max_seconds} --max-requests {int(max_seconds / POLL_INTERVAL) + 10}")
+               f"--max-seconds {max_seconds} --max-requests {int(max_seconds / POLL_INTERVAL) + 10}"
+               f"{' --sequential' if sequential else ''}")
         self.pid = lab.client.spawn(cmd, log_path=name + ".log")
         self.stopped = False
 
@@ -128,6 +129,8 @@ class Bench:
         lab = self.lab
         self.steady(profile)
         poller = Poller(lab, f"{profile}-{scenario.name}-{k}")
+        # the same requests from one user who waits for each answer (see bench/poller.py)
+        single = Poller(lab, f"{profile}-{scenario.name}-{k}", sequential=True)
         try:
             start = time.time()
             if not self.wait_streak(poller, profiles.MASTER, 0.5, start, 15):
@@ -152,8 +155,13 @@ class Bench:
             t_end = time.time()
         finally:
             samples = poller.stop()
+            single_samples = single.stop()
         scenario.cleanup(self, profile, back)
-        return self.record_fault(profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back)
+        trial = self.record_fault(profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back)
+        o1 = stats.outage(single_samples, t_fault, until=t_repair)
+        trial["sequential"] = {"outage": o1.seconds, "failed": o1.failed, "recovered": o1.recovered,
+                               "failback_failed": stats.failed_count(single_samples, t_repair, t_end)}
+        return trial
 
     def record_fault(self, profile, scenario, k, samples, t_fault, t_repair, t_end, recovered, back):
         o = stats.outage(samples, t_fault, until=t_repair)
@@ -243,9 +251,36 @@ class Bench:
             count += int((res.stdout.strip() or "0").splitlines()[-1])
         return count
 
+    def slow_upstream(self, on):
+        """Start (``on``) or remove the load scenario's slow upstream and its nginx port on both nodes."""
+        upstream = os.path.join(os.path.dirname(POLLER), "slow_upstream.py")
+        for node in profiles.NODES:
+            host = self.lab.host(node)
+            if on:
+                host.write_file(scenarios.SLOW_SITE, scenarios.SLOW_SITE_TEXT)
+                host.spawn(f"{PYTHON} {upstream} --port {scenarios.SLOW_UPSTREAM_PORT} "
+                           f"--delay {scenarios.BY_NAME['load'].slow_delay} --max-seconds {scenarios.BY_NAME['load'].seconds + 60}",
+                           log_path="/dev/null")
+            else:
+                host.run(f"rm -f {scenarios.SLOW_SITE}; pkill -f slow_upstream.py; true", timeout=30)
+            host.run("nginx -t -q && nginx -s reload", check=True, timeout=30)
+        if on:  # the port answers through nginx on both nodes before the load starts
+            for node in profiles.NODES:
+                url = f"http://127.0.0.1:{scenarios.SLOW_PORT}/"
+                self.lab.host(node).run(f"for i in $(seq 50); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 0.1; done; exit 1",
+                                        check=True, timeout=60)
+
     def load_trial(self, profile, k):
         lab, scenario = self.lab, scenarios.BY_NAME["load"]
         seconds = scenario.seconds
+        self.steady(profile)
+        self.slow_upstream(True)
+        try:
+            return self._load_trial(profile, k, lab, scenario, seconds)
+        finally:
+            self.slow_upstream(False)
+
+    def _load_trial(self, profile, k, lab, scenario, seconds):
         self.steady(profile)
         before = self.transitions_logged()
         poller = Poller(lab, f"{profile}-load-{k}", max_seconds=seconds + 60)
@@ -254,16 +289,28 @@ class Bench:
             if not self.wait_streak(poller, profiles.MASTER, 0.5, start, 15):
                 raise BenchError(f"{profile} load: the client does not get web-a's page first")
             t0 = time.time()
-            for _ in range((os.cpu_count() or 2) + 1):  # bounded by timeout(1)
-                lab.host(profiles.MASTER).spawn(f"timeout {seconds} sh -c 'while :; do :; done'", log_path="/dev/null")
-            for i in range(2):
-                lab.client.spawn(f"{PYTHON} {POLLER} --url http://{profiles.VIP}/ --out /dev/null "
-                                 f"--stop-file /tmp/bench-flood.stop --interval 0 --timeout 1 --max-seconds {seconds}",
-                                 log_path="/dev/null")
+            for node in profiles.NODES:  # both cores saturated, whichever host runs (bounded by timeout(1))
+                for _ in range((os.cpu_count() or 2) + 1):
+                    lab.host(node).spawn(f"timeout {seconds} sh -c 'while :; do :; done'", log_path="/dev/null")
+            flood = f"{PYTHON} {POLLER} --stop-file /tmp/bench-flood.stop --max-seconds {seconds}"
+            floods = {"loop-1": f"--url http://{profiles.VIP}/ --sequential --interval 0 --timeout 1 --max-requests 1000000",
+                      "loop-2": f"--url http://{profiles.VIP}/ --sequential --interval 0 --timeout 1 --max-requests 1000000",
+                      "stream": f"--url http://{profiles.VIP}/ --interval {1 / scenario.flood_rate:.4f} --timeout 1 "
+                                "--max-requests 1000000",
+                      "slow": f"--url http://{profiles.VIP}:{scenarios.SLOW_PORT}/ --interval {1 / scenario.slow_rate:.4f} "
+                              "--timeout 5 --max-inflight 400 --max-requests 1000000"}
+            lab.client.run("rm -f /tmp/bench-flood-*.txt", timeout=30)
+            for name, opts in floods.items():
+                lab.client.spawn(f"{flood} --out /tmp/bench-flood-{name}.txt {opts}", log_path="/dev/null")
             time.sleep(seconds + 1)
             t1 = time.time()
             self.wait_streak(poller, None, 1.0, t1 - 1.0, 10)
             t_end = time.time()
+            load = {}
+            for name in floods:
+                flood_samples = stats.parse(lab.client.read_file(f"/tmp/bench-flood-{name}.txt", missing_ok=True) or "")
+                load[name] = {"requests": len(flood_samples), "ok": sum(1 for x in flood_samples if x.ok)}
+            load["loadavg"] = open("/proc/loadavg").read().split()[:3]  # the machine's: every lab host shares it
         finally:
             samples = poller.stop()
         after = self.transitions_logged()
@@ -281,6 +328,7 @@ class Bench:
             "vip_moves": max(0, len(moves) - 1) if moves and moves[0] == profiles.MASTER else len(moves),
             "keepalived_transitions": after - before,
             "requests": len(stats.window(samples, t0, t1)),
+            "load": load,
             "transitions": [(round(t - t0, 4), n) for t, n in stats.transitions(samples)],
             "samples": [(round(s.t - t0, 4), round(s.dt, 4), int(s.ok), s.node) for s in samples],
         }
@@ -314,7 +362,9 @@ class Bench:
     def run_trial(self, profile, scenario, k):
         if scenario.name == "load":
             trial = self.load_trial(profile, k)
-            detail = (f"{trial['requests']} requests, failed {trial['failed']}, VIP moves {trial['vip_moves']}, "
+            flood = ", ".join(f"{k} {v['ok']}/{v['requests']}" for k, v in trial["load"].items() if isinstance(v, dict))
+            detail = (f"load: {flood} answered, load average {' '.join(trial['load']['loadavg'])}; "
+                      f"{trial['requests']} requests, failed {trial['failed']}, VIP moves {trial['vip_moves']}, "
                       f"keepalived transitions {trial['keepalived_transitions']}")
         elif scenario.name == "maintenance":
             trial = self.maintenance_trial(k)
@@ -331,6 +381,6 @@ class Bench:
 
 
 def trial_count(scenario, trials):
-    """Trials of ``scenario``: the load scenario is one long trial."""
-    return 1 if scenario.name == "load" else trials
+    """Trials of ``scenario``: at most its ``max_trials`` (the load scenario is one long trial)."""
+    return min(trials, scenario.max_trials) if scenario.max_trials else trials
 

@@ -20,8 +20,8 @@ import yaml
 from . import profiles, stats
 from .runner import Bench, Poller
 
-NGINX_STALLS = (0.2, 0.4, 0.6, 0.8, 1.5, 3.0)
-KEEPALIVED_STALLS = (0.1, 0.2, 0.3, 0.5, 1.0, 3.0, 4.0)
+NGINX_STALLS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.5, 3.0)
+KEEPALIVED_STALLS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 3.0, 4.0)
 
 
 def stall_trial(bench, profile, what, seconds):

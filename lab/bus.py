@@ -64,6 +64,9 @@ def parse(text, pattern="*", after=0.0, where=None):
     return found
 
 
-def events(lab, pattern="*", after=0.0, where=None):
-    """The recorded events of ``lab``'s master (see :func:`parse`)."""
-    return parse(lab.master.read_file(BUS_LOG, missing_ok=True) or "", pattern, after, where)
+def events(lab, pattern="*", after=0.0, where=None, master=None):
+    """The recorded events of ``lab``'s master (``master``: that master's name; see :func:`parse`)."""
+    host = lab.master if master is None else lab.host(master)
+    if not host.running:
+        return []
+    return parse(host.read_file(BUS_LOG, missing_ok=True) or "", pattern, after, where)

@@ -22,10 +22,16 @@ nginx_ha:
   #   web-a: {unicast_src_ip: 203.0.113.11, interface: eth0}
   #   web-b: {unicast_src_ip: 203.0.113.12, interface: eth0}
 
+  # this cluster's name: its nodes' pillar says which cluster they form, when one master runs
+  # several (the fleet view groups by it, the reactor acts within it); recorded in node.json. Give
+  # each cluster on a master its own name (salt-run nginx_ha.check_router_ids reports one reused)
+  # (a cluster name of lower-case letters, digits, '_', '-' (at most 32))
+  # cluster: default
   # settings every vrrp_instance gets unless it sets its own (a mapping)
   # instance_defaults:
-    # seconds between adverts; below 1 or fractional needs version 3 (a number within 0.01-255)
-    # advert_int: 0.1
+    # seconds between adverts; below 1 or fractional needs version 3 (0.05: a dead MASTER is
+    # replaced after 3 x 0.05 s + skew, about 0.18 s) (a number within 0.01-255)
+    # advert_int: 0.05
     # VRRP version (2 or 3)
     # version: 3
     # a recovered MASTER does not take the VIP back (every node starts BACKUP) (true or false)
@@ -124,11 +130,12 @@ nginx_ha:
       # track_file (true or false)
       # enabled: true
       # seconds between probes (a number within 0.01-60)
-      # interval: 0.1
+      # interval: 0.05
       # seconds to the next probe after a failed one (a number within 0.01-60)
       # retry_interval: 0.02
-      # seconds for a whole probe (connect + answer) (a number within 0.01-60)
-      # timeout: 0.25
+      # seconds for a whole probe (connect + answer); a hung nginx is unhealthy after about
+      # interval + fall x timeout (a number within 0.01-60)
+      # timeout: 0.1
       # failed probes in a row before the node is unhealthy (an integer within 1-1000)
       # fall: 2
       # good probes in a row before it is healthy again (an integer within 1-1000)

@@ -119,6 +119,16 @@ def test_second_apply_reports_no_changes(lab):
     for node, ret in apply_all(lab).items():
         assert failed(ret) == {}
         assert changed(ret) == {}, (node, changed(ret))
+        results = state_results(ret)
+        # Salt's service.running checked the daemons (not skipped); where the host's service module
+        # has no offline() (sysvinit: debian_service), the formula answered it without a loader search
+        for sid in ("nginx_ha_nginx_running", "nginx_ha_keepalived_running"):
+            assert "already running" in results[sid]["comment"], (node, sid, results[sid]["comment"])
+        prep = results["nginx_ha_service_offline_answered"]["comment"]
+        if lab.host(node).init == "systemd":
+            assert "systemd_service provides service.offline" in prep, prep
+        else:
+            assert "debian_service has no offline()" in prep, prep
 
 
 def test_test_mode_reports_without_changing(lab, pillar_dir):

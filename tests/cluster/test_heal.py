@@ -4,6 +4,9 @@ Healing and guarding on real hosts, a client polling the VIP:
 * every nginx process SIGSTOPped on the MASTER (a hung nginx: the init script's restart cannot
   finish the stopped workers, which keep the listening sockets): the VIP moves, and
   ``nginx_ha.restart_nginx`` heals the node by escalation; the MASTER takes its VIP back;
+* nginx SIGKILLed on the MASTER: ``nginx_ha.restart_nginx unless_healthy=True verify=True`` (the
+  reactor's one call) starts it (nothing left to stop), returns the health after it, and a second
+  such call on the healthy node restarts nothing;
 * ``salt 'web-*' nginx_ha.maintenance on`` (both nodes in one call): at least one node refuses with
   a non-zero retcode, no client request fails, and exactly one node owns the VIP afterwards.
 """
@@ -88,6 +91,39 @@ def test_hung_nginx_on_the_master_is_healed_by_restart_nginx(lab):
     assert samples and samples[-1][1] == "200"
     assert outage(samples) < 3, (outage(samples), took)
     print(f"restart_nginx took {took:.1f}s; client outage {outage(samples):.2f}s; detail: {ret['detail']}")
+
+
+def test_a_killed_nginx_is_started_and_verified_in_one_call_and_a_healthy_one_left_alone(lab):
+    web_a = lab.host("web-a")
+    wait_for(lambda: vip_holders(lab) == ["web-a"], 30, what="VIP on web-a")
+    poller = Poller(lab, interval=0.02, timeout=0.25, name="heal-killed")
+    try:
+        web_a.run("pkill -KILL -x nginx", check=True)
+        wait_for(lambda: served_by(lab) == "web-b", 15, what="web-b serving the VIP")
+        assert nginx_procs(web_a) == {}
+        ret = lab.salt("web-a", "nginx_ha.restart_nginx", timeout=180, job_timeout=60, unless_healthy=True, verify=True)
+        assert isinstance(ret, dict) and ret["healthy"] is True and ret["restarted"] is True, ret
+        # nothing of nginx was left: a start, no stop, no escalation
+        assert ret["escalated"] is False and ret["killed"] == [] and ret["detail"].startswith("start: "), ret
+        # the full health check, in the same call
+        assert ret["health"]["healthy"] is True and ret["health"]["nginx"]["answers"] is True, ret
+        pids = nginx_procs(web_a)
+        assert pids, pids
+        wait_for(lambda: vip_holders(lab) == ["web-a"], 30, what="VIP back on web-a")
+        wait_for(lambda: served_by(lab) == "web-a", 10, what="web-a's page through the VIP")
+        # healthy now: the same call restarts nothing (a late FAULT must not cost a restart)
+        again = lab.salt("web-a", "nginx_ha.restart_nginx", timeout=180, job_timeout=60, unless_healthy=True, verify=True)
+        assert again["healthy"] is True and again["restarted"] is False and again["health"]["healthy"] is True, again
+        assert nginx_procs(web_a) == pids
+    finally:
+        if not nginx_procs(web_a):
+            lab.salt("web-a", "service.start", "nginx", timeout=60)
+        samples = poller.stop()
+    # the client: web-a, web-b while nginx was down on web-a, web-a again; failed requests only
+    # at the failover (the kill), none during the restart or the second call
+    assert samples and samples[-1][1] == "200"
+    assert outage(samples) < 3, outage(samples)
+    assert lab.salt("web-a", "nginx_ha.vip_status", timeout=60)["VI_web"]["state"] == "MASTER"
 
 
 def test_maintenance_on_for_both_nodes_at_once_is_refused_and_the_vip_stays_served(lab):

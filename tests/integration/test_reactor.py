@@ -117,6 +117,25 @@ def test_unhealthy_after_restart_keeps_the_node_out(events_master, event_listene
     assert actions_run(event_listener, events_master, after, "nginx_ha/test/maintenance") == ["ev-b"]
 
 
+def test_a_node_healthy_again_shortly_after_the_restart_is_verified_not_kept_out(events_master, event_listener, fifos, fresh, events_dir):
+    """The health check after a restart is polled until it says healthy (health_wait), not taken once."""
+    after = fresh
+    (events_dir / "healthy").unlink()
+    write_fifo(fifos["ev-b"], 'INSTANCE "VI_api" FAULT 100')
+    # the reactor has restarted and asked for health, and ev-b answered "not healthy" ...
+    collect(
+        event_listener, events_master.id, "salt/job/*/ret/ev-b", after, 1,
+        where=lambda e: e.data.get("fun") == "file.file_exists" and e.data.get("return") is False,
+    )
+    (events_dir / "healthy").write_text("")  # ... then the node becomes healthy
+    (ret,) = runner_returns(event_listener, events_master.id, after, 1, where=lambda r: r.get("node") == "ev-b" and r.get("state") == "FAULT")
+    assert ret["action"] == "restarted" and ret["healthy"] is True, ret
+    assert set(ret["took"]) == {"checks", "restart_call", "verify"}, ret
+    time.sleep(1)
+    assert actions_run(event_listener, events_master, after, "nginx_ha/test/restart") == ["ev-b"]
+    assert actions_run(event_listener, events_master, after, "nginx_ha/test/maintenance") == []
+
+
 def test_minion_naming_another_in_its_payload_acts_on_itself_only(events_master, events_minions, event_listener, fifos, fresh):
     """ev-b signs a FAULT whose payload names ev-a (and carries shell metacharacters)."""
     after = fresh

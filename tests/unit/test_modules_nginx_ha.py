@@ -489,6 +489,56 @@ def test_restart_nginx_graceful(hung):
     assert hung["signals"] == [] and hung["pidfile"].exists()
 
 
+def test_restart_nginx_starts_a_crashed_nginx_without_the_restart_detour(hung):
+    """No nginx process left (SIGKILLed): start it; an init script's restart would test, stop and sleep 1 s first."""
+    import shutil
+
+    for pid in (700, 701, 702, 703, 704, 650):
+        shutil.rmtree(hung["proc"] / str(pid))
+    ret = mod.restart_nginx(grace=1, timeout=3)
+    assert ret["healthy"] is True and ret["restarted"] is True and ret["escalated"] is False
+    assert hung["commands"] == [["/usr/bin/timeout", "-k", "2", "3", "/usr/sbin/service", "nginx", "start"]]
+    assert hung["signals"] == [] and ret["detail"].startswith("start: ")
+
+
+def test_restart_nginx_unless_healthy_leaves_a_healthy_node_alone(hung, monkeypatch):
+    hung["answers_after"] = "nothing"
+    hung["done"].add("nothing")  # nginx answers already
+    monkeypatch.setattr(mod, "health", lambda: {"healthy": True, "nginx": {"answers": True}})
+    ret = mod.restart_nginx(grace=1, timeout=3, unless_healthy=True)
+    assert ret["healthy"] is True and ret["restarted"] is False and ret["health"]["healthy"] is True
+    assert hung["commands"] == [] and hung["signals"] == []
+
+
+def test_restart_nginx_unless_healthy_restarts_a_node_that_answers_but_is_unhealthy(hung, monkeypatch):
+    hung["retcode"]["restart"] = 0
+    hung["answers_after"] = "nothing"
+    hung["done"].add("nothing")
+    verdicts = [{"healthy": False, "keepalived": {"running": False}}, {"healthy": True}]
+    monkeypatch.setattr(mod, "health", lambda: verdicts.pop(0))
+    ret = mod.restart_nginx(grace=1, timeout=3, unless_healthy=True, verify=True)
+    assert ret["restarted"] is True and [c[-1] for c in hung["commands"]] == ["restart"]
+    assert ret["health"] == {"healthy": True}  # verified after the restart, in the same call
+
+
+def test_restart_nginx_unless_healthy_restarts_a_dead_nginx_without_the_full_health_check(hung, monkeypatch):
+    monkeypatch.setattr(mod, "health", lambda: pytest.fail("health() is not needed when nginx does not answer"))
+    ret = mod.restart_nginx(grace=1, timeout=3, unless_healthy=True)
+    assert ret["restarted"] is True and ret["escalated"] is True and "health" not in ret
+
+
+def test_restart_nginx_verify_reports_a_failing_health_check_instead_of_raising(hung, monkeypatch):
+    hung["retcode"]["restart"] = 0
+    hung["answers_after"] = "restart"
+
+    def broken():
+        raise CommandExecutionError("keepalived -t hung")
+
+    monkeypatch.setattr(mod, "health", broken)
+    ret = mod.restart_nginx(grace=1, timeout=3, verify=True)
+    assert ret["restarted"] is True and ret["health"]["healthy"] is False and "keepalived -t hung" in ret["health"]["error"]
+
+
 def test_restart_nginx_escalates_when_the_restart_does_not_finish(hung, caplog):
     import signal
 

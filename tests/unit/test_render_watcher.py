@@ -29,14 +29,14 @@ def test_defaults_render_the_track_file_and_start_the_watcher():
     assert 'track_file nginx_ha_health {\n    file "/run/nginx_ha_health"\n    weight 0\n    init_file 1\n}' in conf
     block = conf[conf.index("vrrp_instance VI_web"):]
     assert "track_file {\n        nginx_ha_maintenance\n        nginx_ha_health\n    }" in block
-    assert "version 3" in block and "advert_int 0.1" in block
+    assert "version 3" in block and "advert_int 0.05" in block
     assert "vrrp_garp_lower_prio_repeat 5" in conf and "vrrp_higher_prio_send_advert" in conf
     # keepalived's check runs the watcher program in check mode: no script text from the pillar,
     # the settings are data in health.json
     assert 'script "/usr/bin/python3 /etc/keepalived/nginx_ha/health_watch.py check /etc/keepalived/nginx_ha/health.json"' in conf
     settings = node["health_settings"]
     assert settings["enabled"] is True and settings["pidfile"] == "/run/nginx.pid" and settings["state_file"] == "/run/nginx_ha_health"
-    assert (settings["timeout"], settings["fall"], settings["rise"], settings["interval"]) == (0.25, 2, 5, 0.1)
+    assert (settings["timeout"], settings["fall"], settings["rise"], settings["interval"]) == (0.1, 2, 5, 0.05)
 
 
 def test_weight_applies_to_the_health_file_too():

@@ -73,24 +73,37 @@ class World:
         self.maintenance_ok = True
         self.answers = True
         self.on_restart = None  # called while the restart runs (e.g. another FAULT arrives)
+        self.restart_calls = []  # restart calls that restarted (not those that found nginx healthy)
+
+    def _health(self):
+        # before a restart: as the FAULT found it; after one: as the restart left it
+        healthy, self.restarted = (self.health if self.restarted else self.health_before), False
+        if self.script:
+            healthy = self.script.pop(0)
+        return {"healthy": healthy, "maintenance": False}
 
     def call(self, node, action, timeout):
-        self.calls.append((node, action["fun"], list(action.get("arg") or []), dict(action.get("kwarg") or {})))
+        kwarg = dict(action.get("kwarg") or {})
+        self.calls.append((node, action["fun"], list(action.get("arg") or []), kwarg))
         if not self.answers:
             return False, f"no answer from {node} within {timeout}s"
         if action["fun"] == "nginx_ha.health":
-            # before a restart: as the FAULT found it; after one: as the restart left it
-            healthy, self.restarted = (self.health if self.restarted else self.health_before), False
-            if self.script:
-                healthy = self.script.pop(0)
-            return True, {"healthy": healthy, "maintenance": False}
+            return True, self._health()
         if action["fun"] in ("nginx_ha.restart_nginx", "service.restart"):
+            if kwarg.get("unless_healthy"):  # the module checks health itself first (the same check)
+                found = self._health()
+                if found["healthy"]:
+                    return True, {"healthy": True, "restarted": False, "escalated": False, "killed": [], "detail": "already healthy", "health": found}
+            self.restart_calls.append(self.calls[-1])
             if self.on_restart:
                 self.on_restart()
             self.restarted = self.restart_ok
             if not self.restart_ok:
                 return False, "ERROR: nginx_ha: nginx does not answer after the restart and the kill"
-            return True, {"healthy": True, "escalated": self.escalated, "killed": [], "detail": "restart: ok"}
+            ret = {"healthy": True, "restarted": True, "escalated": self.escalated, "killed": [], "detail": "restart: ok"}
+            if kwarg.get("verify"):
+                ret["health"] = self._health()
+            return True, ret
         if action["fun"] == "nginx_ha.maintenance":
             if not self.maintenance_ok:
                 return False, "ERROR: nginx_ha: refusing maintenance: no healthy peer for VI_web"
@@ -98,7 +111,7 @@ class World:
         return True, True
 
     def restarts(self):
-        return [c for c in self.calls if c[1] == "nginx_ha.restart_nginx"]
+        return list(self.restart_calls)
 
     def fire(self, tag, data):
         self.fired.append((tag, data))
@@ -127,7 +140,7 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def reactor_config(tmp_path):
-    return {"state_file": str(tmp_path / "state" / "reactor.json"), "health_delay": 3}
+    return {"state_file": str(tmp_path / "state" / "reactor.json")}
 
 
 @pytest.fixture
@@ -201,8 +214,16 @@ def web_b(keys, clock):
 def test_fault_restarts_nginx_on_the_sender_only(world, clock, web_a):
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "restarted" and ret["node"] == "web-a" and ret["healthy"] is True
-    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "nginx_ha.restart_nginx", [], {}), ("web-a", "nginx_ha.health", [], {})]
+    # one minion call: the module checks health, restarts, and returns the health after it
+    assert world.calls == [("web-a", "nginx_ha.restart_nginx", [], {"unless_healthy": True, "verify": True})]
     assert [a["severity"] for a in world.alerts()] == ["warning"]
+
+
+def test_other_actions_check_health_in_calls_of_their_own(world, clock, web_a, settings):
+    settings["actions"] = {"restart": {"fun": "service.restart", "arg": ["nginx"]}}
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and ret["healthy"] is True
+    assert world.calls == [("web-a", "nginx_ha.health", [], {}), ("web-a", "service.restart", ["nginx"], {}), ("web-a", "nginx_ha.health", [], {})]
 
 
 @pytest.mark.parametrize(
@@ -309,9 +330,8 @@ def test_restart_budget_per_node_and_window(world, clock, web_a, web_b, settings
 def test_window_slides(world, clock, web_a, settings):
     settings.update(restart_limit=2, restart_window=100)
     got = []
-    # restarts at t=0 and t=50 (each followed by the 3 s health delay); at t=101 the first one has
-    # left the window, at t=114 two are inside it again
-    for step in (0, 47, 48, 10):
+    # restarts at t=0 and t=50; at t=101 the first one has left the window, at t=111 two are inside it again
+    for step in (0, 50, 51, 10):
         clock.now += step
         got.append(runner.vrrp_event(*web_a.event("FAULT"))["action"])
     assert got == ["restarted", "restarted", "restarted", "maintenance"]
@@ -319,9 +339,14 @@ def test_window_slides(world, clock, web_a, settings):
 
 def test_unhealthy_after_restart_goes_to_maintenance(world, clock, web_a):
     world.health = False
+    start = clock.now
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance" and ret["reason"] == "unhealthy-after-restart"
-    assert [c[1] for c in world.calls] == ["nginx_ha.health", "nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
+    funs = [c[1] for c in world.calls]
+    # the health the restart returned, then nginx_ha.health polled until health_wait (10 s) passed
+    assert funs[0] == "nginx_ha.restart_nginx" and funs[-1] == "nginx_ha.maintenance"
+    assert set(funs[1:-1]) == {"nginx_ha.health"} and len(funs[1:-1]) > 1
+    assert clock.now - start >= 10
     assert [a["severity"] for a in world.alerts()] == ["critical"]
     assert "web-a" in runner.show_state()["maintenance"]
 
@@ -523,14 +548,41 @@ def test_fault_of_an_already_healthy_node_restarts_nothing(world, clock, web_a):
     world.health_before = True
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "already-healthy"
-    assert [c[1] for c in world.calls] == ["nginx_ha.health"]
+    assert world.calls == [("web-a", "nginx_ha.restart_nginx", [], {"unless_healthy": True, "verify": True})] and world.restarts() == []  # the module decided: nothing restarted
     assert runner.show_state()["restarts"].get("web-a", []) == []
+
+
+def test_a_node_that_becomes_healthy_shortly_after_the_restart_is_verified_by_polling(world, clock, web_a):
+    world.script = [False, False, False, True]  # the FAULT, the restart's own check, two polls
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and ret["healthy"] is True
+    assert [c[1] for c in world.calls] == ["nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.health"]
+
+
+def test_a_fixed_health_delay_waits_then_checks_health_itself(world, clock, web_a, settings):
+    settings["health_delay"] = 3
+    world.script = [False, True, True]  # the FAULT, the restart's own check (not used: the delay), the check after it
+    start = clock.now
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and clock.now - start >= 3
+    assert [c[1] for c in world.calls] == ["nginx_ha.restart_nginx", "nginx_ha.health"]
+
+
+def test_a_healthy_node_with_the_budget_spent_is_asked_for_health_alone(world, clock, web_a, settings):
+    settings.update(restart_limit=1)
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
+    world.health_before = True
+    calls = len(world.calls)
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "already-healthy"
+    assert world.calls[calls:] == [("web-a", "nginx_ha.health", [], {})]
 
 
 def test_failed_restart_alert_says_what_failed(world, clock, web_a):
     world.restart_ok = False
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance"
+    # a restart that failed gets one health check (the judge), no waiting for health_wait
+    assert [c[1] for c in world.calls] == ["nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
     text = world.alerts("critical")[-1]["message"]
     assert "nginx_ha.restart_nginx returned ERROR: nginx_ha: nginx does not answer" in text and "restart failed: False" not in text
 
@@ -553,7 +605,7 @@ def test_the_restart_action_is_the_escalating_restart(configure_loader_modules):
     cfg = runner._config()
     assert cfg["actions"]["restart"]["fun"] == "nginx_ha.restart_nginx" and cfg["actions"]["restart"]["timeout"] >= 60
     assert "restart_coalesce" not in cfg
-    assert runner._lease(cfg) == 30 + 90 + 30 + 30 + 3 + 60  # health, restart, health, maintenance, delay, margin
+    assert runner._lease(cfg) == 30 + 90 + 30 + 30 + 0 + 10 + 60  # health, restart, health, maintenance, delay, wait, margin
 
 
 def test_a_second_failure_right_after_a_verified_restart_is_restarted_again(world, clock, web_a):
@@ -601,8 +653,8 @@ def test_every_fault_of_an_unhealthy_node_ends_in_a_restart_or_a_critical_alert(
         ret = runner.vrrp_event(*web_a.event("FAULT"))
         new_calls = [c[1] for c in world.calls[calls:]]
         critical = [d for t, d in world.fired[fired:] if t == "nginx_ha/alert/critical"]
-        if ret["action"] == "already-healthy":
-            assert new_calls == ["nginx_ha.health"] and world.health_before
+        if ret["action"] == "already-healthy":  # the module's own check, or health alone with the budget spent
+            assert new_calls in (["nginx_ha.restart_nginx"], ["nginx_ha.health"]) and world.health_before
             continue
         if ret["action"] == "in-maintenance":  # only after a successful keep-out, with its critical alert
             assert kept_out and new_calls == []
@@ -712,8 +764,9 @@ def test_salt_client_errors_become_failed_actions_and_a_critical_alert(clock, we
     monkeypatch.setattr(runner.salt.client, "get_local_client", lambda *a, **kw: client)
     ret = runner.vrrp_event(*web_a.event("FAULT"))
     assert ret["action"] == "maintenance-failed" and ret["result"] is False
-    assert [c[1] for c in client.calls] == ["nginx_ha.health", "nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
-    assert client.calls[1][2]["timeout"] == 90  # the restart action's own timeout
+    assert [c[1] for c in client.calls] == ["nginx_ha.restart_nginx", "nginx_ha.health", "nginx_ha.maintenance"]
+    assert client.calls[0][2]["timeout"] == 90  # the restart action's own timeout
+    assert client.calls[0][2]["kwarg"] == {"unless_healthy": True, "verify": True}
     critical = [d for t, d in fired if t == "nginx_ha/alert/critical"]
     assert len(critical) == 1 and f"{type(exc).__name__}: {exc}" in critical[0]["message"]
     assert runner.show_state()["maintenance"] == {} and runner.show_state()["in_progress"] == {}
@@ -1032,3 +1085,130 @@ def test_an_older_event_admitted_after_a_newer_one_is_out_of_order_not_a_replay(
     assert ret["action"] != "replay", ret  # within the window and never seen: a real event
     assert runner.show_state()["nodes"]["web-a"]["VI_web"]["state"] == "BACKUP"  # the newer state stands
     assert runner.vrrp_event(*fault)["action"] == "duplicate"  # the same one again
+
+
+# --------------------------------------------------------------------------------------------
+# Several masters (multi_master: claims): each event acted on once, claims kept on the node
+# --------------------------------------------------------------------------------------------
+
+node_module = formula.load_module("_modules", "nginx_ha")
+
+
+class TwoMasters:
+    """Two masters (own state files and holder names) in front of nodes whose nginx_ha.claim*
+    calls run the real execution module (one claim directory per node, the test's clock)."""
+
+    def __init__(self, world, clock, settings, tmp_path, monkeypatch):
+        self.world, self.settings, self.tmp = world, settings, tmp_path
+        monkeypatch.setattr(node_module, "_boot_clock", lambda: ("boot-1", clock.now))
+        monkeypatch.setattr(node_module, "__opts__", {}, raising=False)
+        plain = world.call
+
+        def call(node, action, timeout):
+            if action["fun"] in ("nginx_ha.claim", "nginx_ha.claim_done", "nginx_ha.claims"):
+                world.calls.append((node, action["fun"], list(action.get("arg") or []), dict(action.get("kwarg") or {})))
+                if not world.answers:
+                    return False, f"no answer from {node}"
+                node_module.__opts__["nginx_ha.claim_dir"] = str(tmp_path / "nodes" / node / "claims")
+                fun = getattr(node_module, action["fun"].split(".", 1)[1])
+                return True, fun(*(action.get("arg") or []), **(action.get("kwarg") or {}))
+            return plain(node, action, timeout)
+
+        monkeypatch.setattr(runner, "_call", call)
+        self.view = {"clusters": {"default": {"nodes": ["web-a", "web-b"]}}, "unreachable": [], "errors": [], "problems": [], "problem_info": {}}
+        monkeypatch.setattr(runner, "_fleet_view", lambda *a, **kw: self.view)
+        monkeypatch.setattr(runner, "_router_ids", lambda *a, **kw: ([], {}))
+
+    def use(self, name):
+        """Run the next runner call as master ``name``."""
+        self.settings["state_file"] = str(self.tmp / name / "reactor.json")
+        self.settings["multi_master"] = {"claims": True, "holder": name, "lease": 60, "fleet_lease": 180}
+
+    def on(self, name, tag, data):
+        self.use(name)
+        return runner.vrrp_event(tag, dict(data))
+
+
+@pytest.fixture
+def masters(world, clock, settings, tmp_path, monkeypatch):
+    return TwoMasters(world, clock, settings, tmp_path, monkeypatch)
+
+
+def test_two_masters_given_the_same_fault_restart_once_and_alert_once(world, clock, web_a, masters):
+    tag, data = web_a.event("FAULT")
+    first = masters.on("m1", tag, data)
+    second = masters.on("m2", tag, data)
+    assert first["action"] == "restarted"
+    assert second["action"] == "claimed-elsewhere" and second["holder"] == "m1" and second["claim"] == "done"
+    assert len(world.restarts()) == 1 and len(world.alerts()) == 1
+    # the winner marked it done on the node with what it decided
+    assert [c for c in world.calls if c[1] == "nginx_ha.claim_done"] == [("web-a", "nginx_ha.claim_done", [runner._claim_key(runner.parse_event(tag, data, require_signature=False)), "m1"], {"result": "restarted"})]
+
+
+def test_a_master_event_is_alerted_by_one_master_and_both_record_the_owner(world, clock, web_a, masters):
+    tag, data = web_a.event("MASTER")
+    assert masters.on("m1", tag, data)["action"] in ("owner-changed", "owner-confirmed")
+    assert masters.on("m2", tag, data)["action"] == "claimed-elsewhere"
+    assert len(world.alerts()) == 1
+    for name in ("m1", "m2"):
+        masters.use(name)
+        assert runner.show_state()["owners"]["VI_web"]["node"] == "web-a"  # the loser still recorded it
+
+
+def test_a_node_that_cannot_be_asked_for_the_claim_is_acted_on_anyway(world, clock, web_a, masters, monkeypatch):
+    original = runner._call
+
+    def no_claims(node, action, timeout):
+        if action["fun"].startswith("nginx_ha.claim"):
+            return False, "no answer"
+        return original(node, action, timeout)
+
+    monkeypatch.setattr(runner, "_call", no_claims)
+    assert masters.on("m1", *web_a.event("FAULT"))["action"] == "restarted"  # never dropped for a claim
+
+
+def test_a_claim_of_a_master_that_died_is_taken_over_by_the_other_after_its_lease(world, clock, web_a, masters, monkeypatch):
+    tag, data = web_a.event("FAULT")
+    died = runner._heal
+
+    def dies(*args, **kwargs):
+        raise SystemExit("m1 powered off in the middle of the heal")
+
+    monkeypatch.setattr(runner, "_heal", dies)
+    with pytest.raises(SystemExit):
+        masters.on("m1", tag, data)
+    monkeypatch.setattr(runner, "_heal", died)
+    assert masters.on("m2", tag, data)["action"] == "claimed-elsewhere"  # m1's lease still runs
+    assert world.restarts() == []
+    masters.use("m2")
+    assert runner.check_fleet()["taken_over"] == []  # not yet expired: nothing taken over
+    clock.now += 61
+    ret = runner.check_fleet()
+    assert [(t["node"], t["from"], t["action"]) for t in ret["taken_over"]] == [("web-a", "m1", "restarted")]
+    assert len(world.restarts()) == 1
+    assert any("m1 claimed web-a's FAULT event" in a["text"] and "m2 takes it over" in a["text"] for a in world.alerts("warning"))
+    clock.now += 61
+    assert runner.check_fleet()["taken_over"] == []  # done: never taken over again
+    assert len(world.restarts()) == 1
+
+
+def test_fleet_problems_are_alerted_by_one_master_and_by_the_other_once_it_is_gone(world, clock, masters):
+    masters.view = dict(masters.view, problems=["FAULT: web-b is FAULT"], problem_info={"FAULT: web-b is FAULT": {"kind": "FAULT", "severity": "warning", "node": "web-b"}})
+    masters.use("m1")
+    one = runner.check_fleet()
+    masters.use("m2")
+    two = runner.check_fleet()
+    assert one["alerted"] == ["FAULT: web-b is FAULT"] and one["alerter"]["holder"] == "m1"
+    assert two["alerted"] == [] and two["alerter"] == {"alerts": False, "holder": "m1", "on": "web-a"}
+    assert len(world.alerts()) == 1
+    # m1 stops checking (down): after its fleet lease, m2 alerts the next problem
+    clock.now += 181
+    masters.view = dict(masters.view, problems=["NO-OWNER: VI_web"], problem_info={"NO-OWNER: VI_web": {"kind": "NO-OWNER", "severity": "critical"}})
+    three = runner.check_fleet()
+    assert three["alerter"]["holder"] == "m2" and "NO-OWNER: VI_web" in three["alerted"]
+    assert [a["text"].split("]", 1)[-1].strip() for a in world.alerts("critical")] and len(world.alerts("critical")) == 1
+
+
+def test_without_multi_master_no_claim_is_made(world, clock, web_a):
+    assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
+    assert not [c for c in world.calls if c[1].startswith("nginx_ha.claim")]

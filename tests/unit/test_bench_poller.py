@@ -1,0 +1,66 @@
+"""The benchmark's client (bench/poller.py): open-loop by default, sequential on request."""
+
+import http.server
+import socketserver
+import threading
+import time
+
+import pytest
+
+from bench import poller, stats
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    delay = 0.2
+
+    def do_GET(self):  # noqa: N802
+        time.sleep(self.delay)
+        body = b"web-b\n"
+        self.send_response(200)
+        self.send_header("X-Served-By", "web-b")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def slow_server():
+    server = Server(("127.0.0.1", 0), SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/?x=1"
+    server.shutdown()
+
+
+def run(url, tmp_path, *extra):
+    out = tmp_path / "poll.txt"
+    poller.main(["--url", url, "--out", str(out), "--stop-file", str(tmp_path / "stop"), "--interval", "0.02",
+                 "--timeout", "0.25", "--max-seconds", "0.6", *extra])
+    return stats.parse(out.read_text())
+
+
+def test_open_loop_client_sends_at_every_slot_while_answers_are_slow(slow_server, tmp_path):
+    samples = run(slow_server, tmp_path)
+    assert len(samples) >= 20  # ~30 slots in 0.6 s, none waits for a slow answer
+    assert all(s.ok and s.node == "web-b" for s in samples)
+    starts = sorted(s.t for s in samples)
+    assert max(b - a for a, b in zip(starts, starts[1:])) < 0.15
+
+
+def test_sequential_client_waits_for_each_answer(slow_server, tmp_path):
+    samples = run(slow_server, tmp_path, "--sequential")
+    assert 2 <= len(samples) <= 4
+    assert all(s.ok for s in samples)
+
+
+def test_failed_requests_do_not_hold_back_the_next_slots(tmp_path):
+    samples = run("http://127.0.0.1:9/", tmp_path)  # discard port: refused at once
+    assert len(samples) >= 20 and not any(s.ok for s in samples)
+    assert all(s.dt < 0.3 for s in samples)
