@@ -33,11 +33,11 @@ test-cluster-systemd: setup
 lab-clean: setup
 	$(PY) -m lab.cleanup
 
-# Failover benchmark: our defaults vs the tutorial's setup on the same lab (as root; ~12 min).
-# Results in bench-results/ (results.json, one PNG timeline per scenario). BENCH_TRIALS=18 for more trials.
+# Failover benchmark: our defaults vs the tutorial's setup on the same lab, then the control-plane scale phase (as root; ~25 min).
+# Results in bench-results/ (results.json, scale.json, PNG timelines; docs/failover.png for the README). BENCH_TRIALS=18 for more trials.
 bench: setup
 	$(PY) -m bench
 
-# Smoke run of the benchmark: every scenario once per profile (~3 min); docs/failover.png untouched.
+# Smoke run of the benchmark: every scenario once per profile, a 2-minion scale phase (~6 min); docs/failover.png untouched.
 bench-quick: setup
 	$(PY) -m bench --quick

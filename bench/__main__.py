@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 
-from . import event_latency, plot, profiles, report, scenarios
+from . import event_latency, plot, profiles, report, scale, scenarios
 from .runner import Bench, trial_count
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,7 @@ def parse_args(argv):
     p.add_argument("--scenarios", default=",".join(s.name for s in scenarios.ALL),
                    help="comma list of: " + ", ".join(s.name for s in scenarios.ALL) + " (failback is measured in every repair)")
     p.add_argument("--profiles", default="baseline,ours", help="comma list of: baseline, ours")
-    p.add_argument("--apply-sizes", default=os.environ.get("BENCH_APPLY_SIZES", "1,10,50"),
+    p.add_argument("--apply-sizes", default=os.environ.get("BENCH_APPLY_SIZES", "1,10"),
                    help="VRRP instance counts to time state.apply with ('' to skip)")
     p.add_argument("--event-trials", type=int, default=int(os.environ.get("BENCH_EVENT_TRIALS", "5")),
                    help="reactor heal trials of the events phase (transition -> master bus per delivery path; "
@@ -50,10 +50,13 @@ def parse_args(argv):
     p.add_argument("--ours-pillar", default=os.environ.get("BENCH_OURS_PILLAR", ""),
                    help="JSON merged into our nginx_ha pillar, to measure other settings than the defaults, e.g. "
                         "'{\"check\": {\"watcher\": {\"timeout\": 0.1}}}' (default: none, the defaults are measured)")
+    p.add_argument("--scale-sizes", default=os.environ.get("BENCH_SCALE_SIZES", "2,6,10,20"),
+                   help="the control-plane scale phase (bench/scale.py, its own lab of up to 20 minions): minion "
+                        "counts to measure ('' skips it; --quick: 2)")
     p.add_argument("--out", default=os.path.join(REPO, "bench-results"), help="results directory")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", "1380")),
-                   help="seconds after which remaining trials are skipped (default 1380 = 23 min)")
+    p.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", "1080")),
+                   help="seconds after which remaining trials are skipped (default 1080 = 18 min; the scale phase comes after)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run (~3 min): 1 trial per scenario and profile, state.apply with 1 instance, 1 reactor "
                         "heal trial; the README's figure is not replaced")
@@ -63,6 +66,7 @@ def parse_args(argv):
     args.baseline_trials = min(args.trials, 5) if args.baseline_trials is None else int(args.baseline_trials)
     if args.quick:
         args.trials, args.baseline_trials, args.apply_sizes, args.event_trials = 1, 1, "1", 1
+        args.scale_sizes = "2" if args.scale_sizes else ""
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in args.scenarios if s not in scenarios.BY_NAME]
     if unknown:
@@ -71,6 +75,7 @@ def parse_args(argv):
     if any(pr not in ("baseline", "ours") for pr in args.profiles):
         p.error("profiles are baseline and ours")
     args.apply_sizes = [int(n) for n in args.apply_sizes.split(",") if n.strip()]
+    args.scale_sizes = [int(n) for n in args.scale_sizes.split(",") if n.strip()]
     try:
         args.ours_pillar = json.loads(args.ours_pillar) if args.ours_pillar.strip() else {}
     except ValueError as exc:
@@ -256,6 +261,14 @@ def main(argv=None):
         errors.extend(bench.results.get("errors", []))
     results.setdefault("trials", [])
     results.setdefault(report.EVENT_SLOT, {"status": "n/a (not measured)"})
+    if args.scale_sizes:  # its own lab (up to 20 minions), after the failover lab is gone
+        try:
+            say = bench.say if bench is not None else (lambda text: print(text, flush=True))
+            results["scale"] = scale.run(say, args.out, sizes=args.scale_sizes, reps=2)
+        except BaseException as exc:  # noqa: B902 - keep what the other phases measured
+            errors.append({"phase": "scale", "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+            if not isinstance(exc, Exception):
+                print(f"bench: scale phase interrupted ({exc!r})", file=sys.stderr)
     results["errors"] = errors
     results["summary"] = report.summarize(results)
     results["targets"] = report.check_targets(results["summary"], results.get("apply"), results.get(report.EVENT_SLOT),
@@ -265,6 +278,8 @@ def main(argv=None):
     path = os.path.join(args.out, "results.json")
     report.write_json(results, path)
     print("\n" + report.table(results), flush=True)
+    if results.get("scale"):
+        print("\n" + "\n".join(scale.lines(results["scale"])), flush=True)
     print(f"\nresults: {path}")
     if not args.no_plots and results["trials"]:
         for png in plot.draw(results, args.out):
