@@ -243,6 +243,7 @@ def main(argv=None):
           f"scenarios {', '.join(args.scenarios)}", flush=True)
     errors = []
     bench = None
+    interrupted = False
     try:
         with Lab(minions=profiles.NODES, pillar_dir=files, file_roots=[os.path.join(REPO, "salt")],
                  master_extra=master_extra) as lab:
@@ -251,6 +252,7 @@ def main(argv=None):
     except BaseException as exc:  # noqa: B902 - write what was measured, then fail
         errors.append({"phase": "lab", "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
         if not isinstance(exc, Exception):
+            interrupted = True
             print(f"bench: interrupted ({exc!r}); writing what was measured", file=sys.stderr)
         else:
             traceback.print_exc()
@@ -261,7 +263,7 @@ def main(argv=None):
         errors.extend(bench.results.get("errors", []))
     results.setdefault("trials", [])
     results.setdefault(report.EVENT_SLOT, {"status": "n/a (not measured)"})
-    if args.scale_sizes:  # its own lab (up to 20 minions), after the failover lab is gone
+    if args.scale_sizes and not interrupted:  # its own lab (up to 20 minions), after the failover lab is gone
         try:
             say = bench.say if bench is not None else (lambda text: print(text, flush=True))
             results["scale"] = scale.run(say, args.out, sizes=args.scale_sizes, reps=2)

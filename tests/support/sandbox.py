@@ -64,6 +64,11 @@ def run_checked(files, command, interfaces=("eth0",), timeout=60, base=None, use
                 continue
             text, mode = content
             os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            if os.path.islink(target):
+                # A copied link (Debian's sites-enabled/default -> /etc/nginx/sites-available/default)
+                # points at the machine's own file: the given file replaces the link in the copy,
+                # never writes through it.
+                os.unlink(target)
             with open(target, "w") as fh:
                 fh.write(text)
             os.chmod(target, mode)
