@@ -97,6 +97,22 @@ def fault_claims(lab, node, master=None):
     return [c for c in lab.salt(node, "nginx_ha.claims", timeout=60, master=master) if c["key"].startswith("vrrp|") and c["info"].get("state") == "FAULT"]
 
 
+def undecided(lab, after, masters=MASTERS):
+    """
+    The VRRP events a master received since ``after`` that its reactor has not decided yet (a
+    decision names the node and seq). Empty: every master that got an event has answered it, and
+    the reactor posts its alerts before it returns the decision. This is the positive signal the
+    tests wait for instead of sleeping for "no second decision, no second alert".
+    """
+    out = []
+    for name in masters:
+        got = {(e["data"]["id"], e["data"]["data"].get("seq"))
+               for e in lab_bus.events(lab, "nginx_ha/vrrp/*", after, master=name) if isinstance(e["data"].get("data"), dict)}
+        done = {(r.get("node"), r.get("seq")) for r in decisions(lab, after, (name,))[name]}
+        out += [(name, node, seq) for node, seq in sorted(got - done, key=str)]
+    return out
+
+
 def kill_and_heal(lab, masters):
     """SIGKILL every nginx process on web-a (MASTER); wait until healed. Returns (t0, old pid, claims before)."""
     web_a = lab.host("web-a")
@@ -129,7 +145,7 @@ def test_one_engine_reads_the_fifo_on_each_node(lab):
 
 def test_a_fault_is_healed_by_one_restart_and_alerted_once(lab):
     t0, old, before = kill_and_heal(lab, MASTERS)
-    time.sleep(5)  # let the loser's decision (claimed-elsewhere), if it got the event, reach its bus
+    wait_for(lambda: undecided(lab, t0) == [], 60, interval=0.5, what="every event decided by each master that got it")
     # node side: one FAULT claim, done, by one master, with the decision "restarted"; nginx is another process
     new = [c for c in fault_claims(lab, "web-a") if c["key"] not in before]
     assert len(new) == 1 and new[0]["state"] == "done" and new[0]["result"] == "restarted", new
@@ -141,7 +157,7 @@ def test_a_fault_is_healed_by_one_restart_and_alerted_once(lab):
     assert sorted(a for _, a in faults if a not in ("duplicate", "replay")) in (["restarted"], ["claimed-elsewhere", "restarted"]), faults
     # each alert reached the webhook once (both masters post to it)
     wait_for(lambda: any("nginx restarted" in p["json"]["text"] for p in hook_posts(lab, t0)), 30, what="the restart alert")
-    time.sleep(3)
+    wait_for(lambda: undecided(lab, t0) == [], 60, interval=0.5, what="every event decided (its alerts posted)")
     texts = [p["json"]["text"] for p in hook_posts(lab, t0)]
     assert len([t for t in texts if "FAULT on web-a" in t]) == 1, texts
     assert len(texts) == len(set(texts)), texts
@@ -157,6 +173,7 @@ def test_with_one_master_down_the_other_heals_a_new_fault_once(lab):
         assert pid_of(lab.host("web-a"), NGINX_PID) not in (None, old)
         assert restart_jobs(lab, t0, ("master2",)) == [("master2", ["web-a"])]
         wait_for(lambda: any("nginx restarted" in p["json"]["text"] for p in hook_posts(lab, t0)), 30, what="the restart alert")
+        wait_for(lambda: undecided(lab, t0, ("master2",)) == [], 60, interval=0.5, what="every event decided by master2")
         texts = [p["json"]["text"] for p in hook_posts(lab, t0)]
         assert len([t for t in texts if "FAULT on web-a" in t]) == 1, texts
         code, view = lab.salt_run("nginx_ha.status", master="master2", timeout=120)
