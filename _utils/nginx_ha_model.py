@@ -284,9 +284,12 @@ def _validate_weight(errors, config, name, priorities):
 
 def _validate_nginx(errors, nginx):
     listens = [str(x) for x in nginx.get("listen") or [] if x is not None]
+    sockets = [schema.listen_address(x) for x in listens]  # 80, '*:80' and '0.0.0.0:80' are one socket
     for i, listen in enumerate(listens):
         if listen in listens[:i]:
             errors.append(f"{_key('nginx', 'listen', i)}: {listen} is listed twice")
+        elif sockets[i] in sockets[:i]:
+            errors.append(f"{_key('nginx', 'listen', i)}: {listen!r} is a second listen on {sockets[i]}")
     health = str((nginx.get("health") or {}).get("listen"))
     if health in listens:
         errors.append(f"{_key('nginx', 'health', 'listen')}: {health} is also where the site listens; the health endpoint needs its own address:port")

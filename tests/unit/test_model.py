@@ -132,3 +132,13 @@ def test_health_url():
     assert formula.model().health_url("127.0.0.1:8081", "/h") == "http://127.0.0.1:8081/h"
     assert formula.model().health_url(8081, "/h") == "http://127.0.0.1:8081/h"
     assert formula.model().health_url("*:8081", "/h") == "http://127.0.0.1:8081/h"
+
+
+@pytest.mark.parametrize("listens", [[1025, "*:1025"], [80, "0.0.0.0:80"], ["*:8080", "0.0.0.0:8080"]])
+def test_one_socket_listed_twice_in_other_words_is_refused(listens):
+    # found by the property test: nginx -t refuses "a duplicate listen 0.0.0.0:1025"
+    pillar = {"vrrp_instances": {"VI_web": {"interface": "eth0", "virtual_router_id": 68, "virtual_ipaddress": ["203.0.113.100/24"],
+                                           "nodes": {"web-a": {"state": "MASTER", "priority": 100}, "web-b": {"state": "BACKUP", "priority": 90}}}},
+              "nginx": {"listen": listens}}
+    errors = formula.model().validate(formula.merged(pillar))
+    assert any(e.startswith("nginx_ha:nginx:listen:1:") and "is a second listen on" in e for e in errors), errors
