@@ -113,17 +113,27 @@ def node_config(minion_id=None, defaults=None, lookup=None, pillar=None):
     config = merged_config(defaults=defaults, lookup=lookup, pillar=pillar)
     minion_id = minion_id or __grains__["id"]
     try:
+        active = active_health({"lookup": config["lookup"]})
+    except (KeyError, TypeError):
+        active = None  # a lookup without keepalived:script_dir: node_view reports the pillar
+    # Every SLS of a run asks for the view (map.jinja): validated once per distinct input. The key
+    # is everything the view is computed from, so a cached view is never one of other inputs.
+    key = json.dumps([minion_id, config, active, node_file()], sort_keys=True, default=repr)
+    cache = __context__.get("nginx_ha.node_config")
+    if cache is not None and cache[0] == key:
+        return copy.deepcopy(cache[1])
+    try:
         view = model.node_view(config, minion_id)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from exc
     view["lookup"] = config["lookup"]
-    active = active_health(view)
     view["health_endpoints"] = {
         # what nginx serves while the health path switches: the new endpoint and the probed one
         "transitional": model.health_endpoints(view, active),
         "final": model.health_endpoints(view),
     }
     view["node_file"] = node_file()
+    __context__["nginx_ha.node_config"] = (key, copy.deepcopy(view))
     return view
 
 

@@ -58,6 +58,34 @@ def test_state_writes_the_engine_config(events_minions, events_dir):
     assert ret.returncode == 0 and all(r["result"] is True and not r["changes"] for r in ret.data.values()), ret.data
 
 
+def test_the_engine_is_synced_only_when_the_minions_copy_is_not_the_masters(events_minions):
+    """An idempotent run asks the file server for one hash; a changed or missing copy is synced back."""
+    minion = events_minions["ev-a"]
+    cli = minion.salt_call_cli()
+    extmods = cli.run("config.get", "extension_modules").data
+    synced = os.path.join(extmods, "engines", "nginx_ha_events.py")
+    served = (REPO / "_engines" / "nginx_ha_events.py").read_bytes()
+
+    def engine_state():
+        ret = cli.run("state.sls", "nginx_ha.events")
+        assert ret.returncode == 0, ret
+        (state,) = [r for r in ret.data.values() if r["__id__"] == "nginx_ha_events_engine_synced"]
+        assert state["result"] is True, state
+        return state
+
+    assert engine_state()["changes"] == {}
+    for damage in ("changed", "missing"):
+        if damage == "changed":
+            with open(synced, "ab") as fh:
+                fh.write(b"# edited on the minion\n")
+        else:
+            os.unlink(synced)
+        state = engine_state()
+        assert state["changes"] == {"engines": ["engines.nginx_ha_events"]}, state
+        assert open(synced, "rb").read() == served
+        assert engine_state()["changes"] == {}
+
+
 def test_restart_of_the_minion_is_part_of_the_state(events_minions):
     """With events:restart_minion (the default), a changed engine config restarts the minion in the background."""
     cli = events_minions["ev-a"].salt_call_cli()
@@ -65,7 +93,7 @@ def test_restart_of_the_minion_is_part_of_the_state(events_minions):
     assert ret.returncode == 0, ret
     restart = ret.data["nginx_ha_events_minion_restart"]["cmd"]
     assert {"name": "salt-call --local service.restart salt-minion"} in restart and {"bg": True} in restart
-    assert {"onchanges": [{"file": "nginx_ha_events_engine_config"}, {"saltutil": "nginx_ha_events_engine_synced"}]} in restart
+    assert {"onchanges": [{"file": "nginx_ha_events_engine_config"}, {"nginx_ha": "nginx_ha_events_engine_synced"}]} in restart
 
 
 def test_transitions_arrive_in_order_from_the_authenticated_minion(events_master, event_listener, fifo_a):

@@ -55,6 +55,30 @@ def test_pillar_overrides_defaults_and_lookup(pillar):
     assert view["lookup"]["curl"] == "/opt/bin/curl" and view["lookup"]["nginx"]["service"] == "nginx"
 
 
+def test_node_config_is_validated_once_per_run_and_never_stale(pillar, tmp_path, monkeypatch):
+    """Each SLS of a run asks for the view: validated once; a change of any input computes it anew."""
+    calls = []
+    real = model.node_view
+    monkeypatch.setattr(mod.model, "node_view", lambda config, minion_id: calls.append(minion_id) or real(config, minion_id))
+    first = mod.node_config()
+    first["check"]["fall"] = 99  # a caller that mutates its copy does not change the next answer
+    for _ in range(11):
+        assert mod.node_config()["check"]["fall"] == 2
+    assert calls == ["web-b"]
+    assert mod.node_config(minion_id="web-a")["instances"][0]["state"] == "MASTER"  # another minion
+    pillar["nginx_ha"] = dict(PILLAR, check={"fall": 5})  # a pillar refresh
+    assert mod.node_config()["check"]["fall"] == 5
+    # the health path the node runs (health.json) is an input: a switch is seen at once
+    lookup = mod.node_config()["lookup"]
+    monkeypatch.setitem(lookup["keepalived"], "script_dir", str(tmp_path / "scripts"))
+    pillar["nginx_ha"] = dict(PILLAR, check={"fall": 5}, lookup=lookup)
+    before = mod.node_config()["health_endpoints"]["transitional"]
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "health.json").write_text('{"listen": "127.0.0.1:8081", "location": "/old/health"}')
+    after = mod.node_config()["health_endpoints"]["transitional"]
+    assert after != before and len(calls) == 5
+
+
 def test_invalid_pillar_raises_salt_invocation_error(pillar):
     pillar["nginx_ha"] = {"vrrp_instances": {"VI_web": dict(PILLAR["vrrp_instances"]["VI_web"], virtual_router_id=300)}}
     with pytest.raises(SaltInvocationError, match="nginx_ha:vrrp_instances:VI_web:virtual_router_id: 300"):
