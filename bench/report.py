@@ -92,7 +92,9 @@ def check_targets(summary, apply_results, events=None, calibration=None, heal=No
         elif scenario == "apply":
             one = next((a for a in apply_results or [] if a["instances"] == 1), None)
             ping = (calibration or {}).get("salt_cli_test_ping_seconds")
-            if one and one.get("idempotent") and ping is not None:
+            if one and one.get("idempotent", {}).get("minus_ping") is not None:
+                value = one["idempotent"]["minus_ping"]  # median of test.ping/apply pairs
+            elif one and one.get("idempotent") and ping is not None:
                 value = one["idempotent"]["wall"] - ping
             met = None if value is None else value < limit
         else:
@@ -246,7 +248,8 @@ def _s(a):
         return "-"
     slow = a.get("slowest") or {}
     slowest = f", slowest {slow['id']} {slow['seconds']:.1f} s" if slow.get("id") else ""
-    return f"{a['wall']:.1f} s ({a['states']:.1f} s{slowest})"
+    minus = f"; minus test.ping {a['minus_ping']:.2f} s, median of {len(a.get('pairs') or [])}" if a.get("minus_ping") is not None else ""
+    return f"{a['wall']:.1f} s ({a['states']:.1f} s{slowest}{minus})"
 
 
 def write_json(results, path):
