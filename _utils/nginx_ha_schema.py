@@ -911,7 +911,7 @@ EVENTS = Dict(
     {
         "notify_fifo": Field(Bool(), True, "keepalived's ordered notify FIFO, read by the nginx_ha_events engine"),
         "notify_script": Field(Bool(), False, "also a notify script sending each transition with salt-call (slower)"),
-        "notify_script_timeout": Field(Int(1, 300), 5, "seconds the notify script may spend sending"),
+        "notify_script_timeout": Field(Int(1, 300), 15, "seconds the notify script may spend sending (a salt-call takes 1-5 s on a loaded node; a failed send is logged as nginx_ha_notify)"),
         "salt_call": Field(Executable(spaces=True), "salt-call", "the notify script's salt-call (a path where it is not on PATH)"),
         "salt_config_dir": Field(Nullable(AbsPath(spaces=True, directory=True)), None, "salt-call -c for the notify script (null: Salt's default)"),
         "restart_minion": Field(Bool(), True, "restart salt-minion once when the engine configuration changes"),

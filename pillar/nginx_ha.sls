@@ -154,8 +154,9 @@ nginx_ha:
     # notify_fifo: true
     # also a notify script sending each transition with salt-call (slower) (true or false)
     # notify_script: false
-    # seconds the notify script may spend sending (an integer within 1-300)
-    # notify_script_timeout: 5
+    # seconds the notify script may spend sending (a salt-call takes 1-5 s on a loaded node; a
+    # failed send is logged as nginx_ha_notify) (an integer within 1-300)
+    # notify_script_timeout: 15
     # the notify script's salt-call (a path where it is not on PATH) (an absolute path or a
     # command name)
     # salt_call: salt-call

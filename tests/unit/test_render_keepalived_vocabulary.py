@@ -291,7 +291,7 @@ def test_every_vocabulary_key_is_rendered_as_keepalived_spells_it_and_accepted()
     # keepalived takes one `notify`: the events' notify script runs through notify_hooks.py too
     assert view["notify_hooks"]["instances"]["VI_web"]["notify"] == [
         {"argv": ["/usr/bin/logger", "-t", "any"], "timeout": 3},
-        {"argv": ["/etc/keepalived/nginx_ha/notify_event.sh"], "timeout": 10},
+        {"argv": ["/etc/keepalived/nginx_ha/notify_event.sh"], "timeout": 20},
     ]
     # both families of excluded VIPs on lo with local_vip
     assert "2001:db8:113::100/128" in view["local_vips"] and "203.0.113.200/32" in view["local_vips"]
