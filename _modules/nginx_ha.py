@@ -1142,8 +1142,11 @@ def _claims_gc(directory, boot_id, now, keep=CLAIM_KEEP):
         if record.get("boot_id") != boot_id or (ended is not None and now - float(ended) > keep):
             try:
                 os.unlink(path)
-            except OSError:
-                pass
+            except FileNotFoundError:
+                pass  # another caller collected it
+            except OSError as exc:
+                # kept, not lost: the record still answers claims; only the directory grows
+                log.warning("nginx_ha: cannot remove the expired claim record %s: %s", path, exc)
 
 
 def claim(key, holder, lease=300, info=None):

@@ -115,6 +115,25 @@ def test_old_claims_are_removed_a_day_after_they_ended(clock, claim_dir):
     assert [c["key"] for c in mod.claims()] == ["new"]
 
 
+def test_an_old_claim_that_cannot_be_removed_is_logged_and_kept(clock, claim_dir, monkeypatch, caplog):
+    mod.claim("old", "m1", lease=10)
+    mod.claim_done("old", "m1")
+    clock.now += mod.CLAIM_KEEP + 1
+    real_unlink = os.unlink
+
+    def refuse(path, *args, **kwargs):
+        if str(path).startswith(str(claim_dir)) and str(path).endswith(".json"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(mod.os, "unlink", refuse)
+    with caplog.at_level("WARNING"):
+        assert mod.claim("new", "m1", lease=10)["won"] is True
+    assert "cannot remove the expired claim record" in caplog.text and "Permission denied" in caplog.text
+    assert sorted(c["key"] for c in mod.claims()) == ["new", "old"]
+    assert mod.claim("old", "m2", lease=10)["won"] is False  # a finished claim is never won again
+
+
 def test_an_unreadable_record_counts_as_expired(clock, claim_dir):
     mod.claim(KEY, "m1", lease=600)
     (path,) = [p for p in claim_dir.iterdir() if p.suffix == ".json"]
