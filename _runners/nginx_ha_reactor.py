@@ -6,8 +6,9 @@ that decides lives here, in tested Python:
 
 * **FAULT** from node X: heal nginx on X, and only on X. X is the minion id Salt authenticated
   (``data['id']``), checked against the cluster pillar (X must be a node of the instance the event
-  names) and, by default, against the signature the ``nginx_ha_events`` engine puts on every event
-  with X's key. Nothing from the payload reaches a target or a shell. A FAULT always ends in one
+  names; a pillar that does not list X is compiled again before the event is rejected, see
+  :py:func:`_membership`) and, by default, against the signature the ``nginx_ha_events``
+  engine puts on every event with X's key. Nothing from the payload reaches a target or a shell. A FAULT always ends in one
   of three ways, never in silence:
 
   1. ``already-healthy``: ``nginx_ha.health`` on X says healthy (a late FAULT, keepalived's own
@@ -391,7 +392,8 @@ def parse_event(tag, data, require_signature=True, public_key=None):
 
 def cluster_instances(pillar, node):
     """Instance names of the ``nginx_ha`` pillar that list ``node`` among their nodes."""
-    instances = ((pillar or {}).get("nginx_ha") or {}).get("vrrp_instances") or {}
+    config = pillar.get("nginx_ha") if isinstance(pillar, dict) else None
+    instances = (config.get("vrrp_instances") if isinstance(config, dict) else None) or {}
     if not isinstance(instances, dict):
         return []
     return sorted(name for name, inst in instances.items() if isinstance(inst, dict) and node in (inst.get("nodes") or {}))
@@ -399,6 +401,70 @@ def cluster_instances(pillar, node):
 
 def _pillar_of(node):
     return __salt__["pillar.show_pillar"](node)
+
+
+_PILLAR_TRIES = 3  # pillar compilations before an event's sender is judged not a node of its instance
+
+
+class PillarUnreadable(Exception):
+    """The sender's pillar could not be compiled: the event is not acted upon (a critical alert)."""
+
+
+def _pillar_problem(pillar):
+    """Why a compiled pillar cannot say who is a node (None when it can): errors, no nginx_ha key."""
+    if not isinstance(pillar, dict):
+        return f"not a mapping but {type(pillar).__name__}: {str(pillar)[:200]}"
+    if pillar.get("_errors"):
+        return "its compilation failed: " + "; ".join(str(e) for e in pillar["_errors"])[:300]
+    if not isinstance(pillar.get("nginx_ha"), dict):
+        return "it has no nginx_ha key"
+    return None
+
+
+def _pillar_summary(pillar):
+    """What a pillar says about nginx_ha, for a log line: cluster and instance names, or its problem."""
+    problem = _pillar_problem(pillar)
+    if problem:
+        return problem
+    config = pillar["nginx_ha"]
+    instances = config.get("vrrp_instances")
+    listed = {name: sorted(str(n) for n in ((inst or {}).get("nodes") or {})) for name, inst in instances.items() if isinstance(inst, dict)} if isinstance(instances, dict) else instances
+    return f"cluster {config.get('cluster')!r}, vrrp_instances {str(listed)[:300]}"
+
+
+def _membership(node, instance):
+    """
+    The sender's pillar and the instances it is a node of, ``(pillar, members)``; ``instance``
+    among them or an exception.
+
+    Salt's ``pillar.show_pillar`` runs in the reactor's worker threads, concurrently in one
+    process, and under load it can return **another minion's pillar** (measured in the 20-minion
+    scale benchmark: web-20's FAULT got pair02's pillar, web-03 and web-04's; Salt's own reports:
+    saltstack/salt#30353, #38868). Taken at its word, that rejected a FAULT of a real node ("not
+    a node of") and nginx stayed down. So a pillar that does not list the node is compiled again
+    (``_PILLAR_TRIES`` in all, each miss logged) before the event is rejected. A crossed pillar
+    cannot make a stranger a node: it lists the sender only when it is the pillar of a node of
+    the sender's own cluster. A pillar that cannot be compiled at all (``_errors``, no
+    ``nginx_ha``) is an error (:py:class:`PillarUnreadable`: a critical alert), never a silent
+    rejection.
+    """
+    seen = []
+    for attempt in range(1, _PILLAR_TRIES + 1):
+        pillar = _pillar_of(node)
+        members = cluster_instances(pillar, node)
+        if instance in members:
+            if seen:
+                log.warning(
+                    "nginx_ha_reactor: the pillar of %s lists it in %s only at compilation %d; before: %s",
+                    node, instance, attempt, " | ".join(seen),
+                )
+            return pillar, members
+        seen.append(_pillar_summary(pillar))
+        log.warning("nginx_ha_reactor: the pillar of %s (compilation %d of %d) does not list it in %s: %s", node, attempt, _PILLAR_TRIES, instance, seen[-1])
+    problem = _pillar_problem(pillar)
+    if problem:
+        raise PillarUnreadable(f"the pillar of {node} cannot say whether it is a node of {instance}: {problem}")
+    raise Rejected(f"{node} is not a node of {instance} in the nginx_ha pillar")
 
 
 def cluster_scope(pillar, node, instance):
@@ -1259,10 +1325,7 @@ def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
     started = time.time()
     try:
         event = parse_event(tag, data, require_signature=bool(cfg["require_signature"]))
-        pillar = _pillar_of(event["node"])
-        members = cluster_instances(pillar, event["node"])
-        if event["instance"] not in members:
-            raise Rejected(f"{event['node']} is not a node of {event['instance']} in the nginx_ha pillar")
+        pillar, _ = _membership(event["node"], event["instance"])
         event["cluster"], event["members"] = cluster_scope(pillar, event["node"], event["instance"])
         event["checked"] = time.time() - started  # sender, signature, membership: before anything is acted on
         ret = _react(event, cfg)
@@ -1270,7 +1333,11 @@ def vrrp_event(tag, data, **kwargs):  # pylint: disable=unused-argument
         return ret
     except Rejected as exc:
         log.warning("nginx_ha_reactor: ignoring %s: %s", tag, exc)
-        return {"result": False, "action": "rejected", "reason": str(exc), "tag": str(tag)[:200]}
+        ret = {"result": False, "action": "rejected", "reason": str(exc), "tag": str(tag)[:200]}
+        if event:  # parsed (signature and sender verified): who sent what, for whoever counts decisions
+            ret.update(node=event["node"], instance=event["instance"], state=event["state"], seq=event["seq"])
+            ret["timing"] = _timing(event, started)
+        return ret
     except Exception as exc:  # pylint: disable=broad-except
         return _failed(cfg, tag, data, exc, event)
 

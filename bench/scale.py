@@ -168,18 +168,54 @@ def median(values):
     return stats.percentile([v for v in values if v is not None], 50)
 
 
+def _event_of(ret_data):
+    """The vrrp event a vrrp_event job was given (its ``fun_args``: [{tag, data}]): (node, instance,
+    state, master receive time) as far as known, else Nones."""
+    args = ret_data.get("fun_args") or []
+    kwargs = args[-1] if args and isinstance(args[-1], dict) else {}
+    event = kwargs.get("data") if isinstance(kwargs.get("data"), dict) else {}
+    payload = event.get("data") if isinstance(event.get("data"), dict) else {}
+    state = payload.get("state")
+    return (event.get("id"), payload.get("instance"), state if isinstance(state, str) else None,
+            lab_bus.epoch(event.get("_stamp")))
+
+
 def decisions(ret_events):
     """The reactor's decisions from the bus recorder's ``salt/run/*/ret`` events of vrrp_event:
-    [{node, instance, state, action, recv, start, decided, done}] (timing in seconds after recv)."""
+    [{node, instance, state, action, recv, start, decided, done}] (timing in seconds after recv).
+    Every return counts: one without the runner's own fields (a rejection, or Salt's traceback text
+    when the runner raised: action ``error``) is attributed to the event it was given."""
     out = []
     for e in ret_events:
-        ret = e["data"].get("return")
-        if e["data"].get("fun") != REACTOR_FUN or not isinstance(ret, dict):
+        if e["data"].get("fun") != REACTOR_FUN:
             continue
+        ret = e["data"].get("return")
+        if not isinstance(ret, dict):
+            ret = {"action": "error", "error": str(ret)[:500]}
+        node, instance, state, recv = _event_of(e["data"])
         timing = ret.get("timing") or {}
-        out.append({"node": ret.get("node"), "instance": ret.get("instance"), "state": ret.get("state"),
-                    "action": ret.get("action"), "recv": timing.get("recv"), "start": timing.get("start"),
+        out.append({"node": ret.get("node") or node, "instance": ret.get("instance") or instance,
+                    "state": ret.get("state") or state, "action": ret.get("action"),
+                    "recv": timing.get("recv") or recv, "start": timing.get("start"),
                     "decided": timing.get("decided"), "done": timing.get("done"), "stamp": e["stamp"]})
+    return out
+
+
+def undecided(vrrp_events, rows):
+    """The vrrp events (bus recorder) without a decision in ``rows``: [(node, tag, receive time)].
+    Matched per node and tag, in order: n events of one node and tag need n decisions."""
+    done = {}
+    for r in rows:
+        key = (r["node"], r["instance"], (r["state"] or "").lower())
+        done[key] = done.get(key, 0) + 1
+    out = []
+    for e in vrrp_events:
+        parts = e["tag"].split("/")
+        key = (e["data"].get("id"), parts[2] if len(parts) > 3 else None, parts[3] if len(parts) > 3 else None)
+        if done.get(key):
+            done[key] -= 1
+        else:
+            out.append((key[0], e["tag"], e["stamp"]))
     return out
 
 
@@ -587,7 +623,10 @@ class Scale:
         t0 = self.kill_nginx(nodes)
         ok_at = self.wait_fleet_ok(nodes, t0, timeout)
         if not wait_for(lambda: self.reactor_idle(t0, expect_nodes=nodes), 120, 0.5):
-            self.say(f"scale: {n} minions: the reactor did not settle within 120 s")
+            rows = [d for d in decisions(self.bus("salt/run/*/ret", t0)) if d["recv"] and d["recv"] >= t0]
+            missing = undecided(self.bus("nginx_ha/vrrp/*", t0), rows)
+            self.say(f"scale: {n} minions: the reactor did not settle within 120 s; no decision for "
+                     f"{', '.join(f'{node} {tag} (received {stamp - t0:.1f} s after the kill)' for node, tag, stamp in missing) or '-'}")
         rows = [d for d in decisions(self.bus("salt/run/*/ret", t0)) if d["recv"] and d["recv"] >= t0]
         summary = decision_summary(rows)
         summary["fleet_ok_after"] = None if ok_at is None else ok_at - t0

@@ -77,7 +77,6 @@ def test_decisions_and_their_summary():
         _ret("web-02", "MASTER", "owner-changed", 100.2, 0.4, 0.6, 0.9),
         _ret("web-02", "FAULT", "coalesced", 100.3, 1.0, 1.2, 1.3),
         {"tag": "salt/run/2/ret", "stamp": 1.0, "data": {"fun": "runner.other", "return": {}}},
-        {"tag": "salt/run/3/ret", "stamp": 1.0, "data": {"fun": scale.REACTOR_FUN, "return": "not a dict"}},
     ]
     rows = scale.decisions(events)
     assert [r["action"] for r in rows] == ["restarted", "owner-changed", "coalesced"]
@@ -87,6 +86,43 @@ def test_decisions_and_their_summary():
     assert s["decided"]["median"] == pytest.approx(0.8)
     assert s["start"]["max"] == pytest.approx(1.0)
     assert s["fault_done"]["n"] == 2 and s["fault_done"]["max"] == pytest.approx(3.0)
+
+
+def _job_args(node, instance, state, stamp):
+    """A vrrp_event job's fun_args as Salt's RunnerClient records them: [{tag, data: the event}]."""
+    tag = f"nginx_ha/vrrp/{instance}/{state.lower()}"
+    return [{"tag": tag, "data": {"id": node, "cmd": "_minion_event", "tag": tag, "_stamp": stamp,
+                                  "data": {"instance": instance, "state": state, "seq": 1}}}]
+
+
+def test_a_return_without_the_runners_fields_counts_for_the_event_it_was_given():
+    """A rejection without node fields, or Salt's traceback text when the runner raised: still a
+    decision, attributed to the sender of the event in the job's arguments (a FAULT never
+    disappears from the count)."""
+    events = [
+        {"tag": "salt/run/3/ret", "stamp": 1.0, "data": {"fun": scale.REACTOR_FUN, "return": "Exception occurred in runner ...",
+                                                           "fun_args": _job_args("web-07", "VI_pair04", "FAULT", "2026-01-01T00:00:00+00:00")}},
+        {"tag": "salt/run/4/ret", "stamp": 2.0, "data": {"fun": scale.REACTOR_FUN, "return": {"action": "rejected", "reason": "x"},
+                                                           "fun_args": _job_args("web-06", "VI_pair03", "BACKUP", "2026-01-01T00:00:01+00:00")}},
+        {"tag": "salt/run/5/ret", "stamp": 3.0, "data": {"fun": scale.REACTOR_FUN, "return": "no arguments recorded"}},
+    ]
+    rows = scale.decisions(events)
+    assert [(r["node"], r["instance"], r["state"], r["action"]) for r in rows] == [
+        ("web-07", "VI_pair04", "FAULT", "error"), ("web-06", "VI_pair03", "BACKUP", "rejected"), (None, None, None, "error")]
+    assert rows[0]["recv"] == pytest.approx(1767225600.0) and rows[1]["recv"] == pytest.approx(1767225601.0)
+
+
+def test_undecided_names_each_event_without_a_decision():
+    def vrrp(node, instance, state, stamp):
+        return {"tag": f"nginx_ha/vrrp/{instance}/{state}", "stamp": stamp, "data": {"id": node}}
+
+    events = [vrrp("web-07", "VI_pair04", "fault", 1.0), vrrp("web-08", "VI_pair04", "master", 1.5),
+              vrrp("web-07", "VI_pair04", "fault", 2.0), vrrp("web-01", "VI_pair01", "fault", 3.0)]
+    rows = scale.decisions([_ret("web-07", "FAULT", "restarted", 1.0, 0.1, 0.2, 0.3), _ret("web-01", "FAULT", "coalesced", 3.0, 0.1, 0.2, 0.3)])
+    rows[0]["instance"] = "VI_pair04"
+    # web-01's decision names VI_pair01 (as _ret does): web-08's MASTER and web-07's second FAULT have none
+    assert scale.undecided(events, rows) == [("web-08", "nginx_ha/vrrp/VI_pair04/master", 1.5), ("web-07", "nginx_ha/vrrp/VI_pair04/fault", 2.0)]
+    assert scale.undecided([], rows) == []
 
 
 def test_decisions_without_timing_count_with_none():

@@ -791,6 +791,44 @@ def test_an_unexpected_error_is_a_critical_alert_not_a_lost_event(world, clock, 
     assert "RuntimeError: pillar render failed" in critical["message"] and "web-a" in critical["message"]
 
 
+def test_a_pillar_compiled_without_the_sender_is_compiled_again_before_rejecting(world, clock, web_a, monkeypatch, caplog):
+    """Under load Salt's pillar.show_pillar (compiled in the reactor's concurrent worker threads)
+    came back without the sender's own instance once (scale benchmark, 20 nodes): the FAULT was
+    rejected and nginx stayed down. A second compilation that lists the node decides it."""
+    answers = [{"nginx_ha": {"cluster": "other", "vrrp_instances": {}}}, PILLAR]
+    asked = []
+
+    def flaky(node):
+        asked.append(node)
+        return answers.pop(0)
+
+    monkeypatch.setattr(runner, "_pillar_of", flaky)
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "restarted" and ret["node"] == "web-a" and asked == ["web-a", "web-a"]
+    assert world.targets() == ["web-a"]
+    assert "lists it in VI_web only at compilation 2" in caplog.text and "cluster 'other'" in caplog.text
+
+
+def test_a_sender_not_listed_by_any_compilation_is_rejected_with_its_name(world, clock, keys, monkeypatch):
+    asked = []
+    monkeypatch.setattr(runner, "_pillar_of", lambda node: asked.append(node) or PILLAR)
+    ret = runner.vrrp_event(*Node("outsider", keys).event("FAULT"))
+    assert ret["action"] == "rejected" and "outsider is not a node of VI_web" in ret["reason"]
+    # who sent what stays in the decision (the signature verified), and nothing was done
+    assert (ret["node"], ret["instance"], ret["state"]) == ("outsider", "VI_web", "FAULT")
+    assert asked == ["outsider"] * runner._PILLAR_TRIES and world.calls == [] and world.alerts() == []
+
+
+@pytest.mark.parametrize("pillar", [{"_errors": ["Rendering SLS 'pair04' failed"]}, {}, "a string"])
+def test_a_pillar_that_cannot_be_compiled_is_a_critical_alert_not_a_rejection(world, clock, web_a, monkeypatch, pillar):
+    monkeypatch.setattr(runner, "_pillar_of", lambda node: pillar)
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "error" and ret["node"] == "web-a" and ret["state"] == "FAULT"
+    assert "PillarUnreadable" in ret["error"] and world.calls == []
+    (critical,) = world.alerts("critical")
+    assert "the event was NOT acted upon" in critical["message"] and "web-a" in critical["message"]
+
+
 def test_an_error_while_healing_lets_go_of_the_node(world, clock, web_a, monkeypatch):
     def broken(event, cfg, check):
         raise OSError("disk full")
