@@ -14,14 +14,11 @@ once nginx answers it.
 Sync to minions with ``salt '*' saltutil.sync_all``.
 """
 
-import errno
-import fcntl
 import http.client
 import importlib.util
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -67,40 +64,11 @@ def _wait_answers(settings, wait):
 
 def watcher_pid(state_file):
     """The pid of the running watcher (it holds ``<state_file>.lock`` and wrote its pid there), else None."""
-    path = state_file + ".lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        else:
-            return None  # nobody holds it: no watcher runs
-        with open(path, encoding="ascii") as fh:
-            pid = int(fh.read().split()[0])
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            if b"health_watch.py" not in fh.read():
-                return None
-        return pid
-    except (OSError, ValueError, IndexError):
-        return None
-    finally:
-        os.close(fd)
+    return nginx_ha_files.lock_holder(state_file + ".lock", b"health_watch.py")
 
 
 def _stop_watcher(state_file):
-    pid = watcher_pid(state_file)
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    return pid
+    return nginx_ha_files.stop_holder(state_file + ".lock", b"health_watch.py")
 
 
 def settings(name, settings, watcher_source, watcher_path, wait=10, saltenv=None):  # pylint: disable=redefined-outer-name

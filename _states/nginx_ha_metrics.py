@@ -14,15 +14,11 @@ The metrics of nginx-ha: the writer program and its settings, or nothing when th
 Sync to minions with ``salt '*' saltutil.sync_all``.
 """
 
-import errno
-import fcntl
 import importlib.util
 import json
 import logging
 import os
-import signal
 import sys
-import time
 
 # The extension's own Python (_utils/) as ordinary imports: on the loader's sys.path when synced
 # (<extension_modules>/utils), else the _utils folder beside this module's folder (the pip package;
@@ -47,43 +43,12 @@ def __virtual__():
 
 def writer_pid(lock_file):
     """The pid of the running metrics writer (it holds ``lock_file`` and wrote its pid there), else None."""
-    try:
-        fd = os.open(lock_file, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        else:
-            return None  # nobody holds it: no writer runs
-        with open(lock_file, encoding="ascii") as fh:
-            pid = int(fh.read().split()[0])
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            if PROGRAM_NAME not in fh.read():
-                return None
-        return pid
-    except (OSError, ValueError, IndexError):
-        return None
-    finally:
-        os.close(fd)
+    return nginx_ha_files.lock_holder(lock_file, PROGRAM_NAME)
 
 
 def stop_writer(lock_file, wait=5.0):
     """SIGTERM the running writer and wait (up to ``wait`` s) until it let go of its lock: its textfile is gone then."""
-    pid = writer_pid(lock_file)
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    deadline = time.monotonic() + wait
-    while writer_pid(lock_file) == pid and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pid
+    return nginx_ha_files.stop_holder(lock_file, PROGRAM_NAME, wait=wait)
 
 
 def _hostport(listen):
