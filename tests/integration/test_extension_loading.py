@@ -23,7 +23,7 @@ def test_sync_all_brings_module_state_and_utils(salt_call_cli):
     ret = salt_call_cli.run("sys.list_functions", "nginx_ha")
     assert "nginx_ha.node_config" in ret.data and "nginx_ha.validate_pillar" in ret.data
     ret = salt_call_cli.run("sys.list_state_functions", "nginx_ha")
-    assert ret.data == ["nginx_ha.service_offline_answered", "nginx_ha.validated_config"]
+    assert ret.data == ["nginx_ha.engine_synced", "nginx_ha.service_offline_answered", "nginx_ha.validated_config"]
 
 
 def test_sys_doc_has_cli_examples(salt_call_cli):

@@ -117,7 +117,7 @@ def test_state_modules_come_from_the_package(salt_cli):
     ret = salt_cli.run("sys.list_state_functions", "nginx_ha", "nginx_ha_health", minion_tgt="web-a")
     assert ret.returncode == 0 and isinstance(ret.data, list), ret
     assert {f.split(".")[0] for f in ret.data} == {"nginx_ha", "nginx_ha_health"}, ret.data
-    assert [f for f in ret.data if f.startswith("nginx_ha.")] == ["nginx_ha.service_offline_answered", "nginx_ha.validated_config"]
+    assert [f for f in ret.data if f.startswith("nginx_ha.")] == ["nginx_ha.engine_synced", "nginx_ha.service_offline_answered", "nginx_ha.validated_config"]
 
 
 def test_the_formula_renders_with_a_valid_pillar(minions):
