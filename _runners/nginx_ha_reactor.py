@@ -54,13 +54,17 @@ Time, order and replays (node clocks are never trusted):
   the VIP up (a MASTER that arrived late), the owner is the node whose newest state is MASTER. The
   payload's ``time`` (the node's clock) orders nothing.
 * Engine events carry ``boot`` (the node's ``/proc/sys/kernel/random/boot_id``) and ``seq``
-  (signed with the payload). Per node and boot, an anti-replay window of the last 64 ``seq``
-  numbers: one seen before is a ``duplicate`` redelivery, one below the window a ``replay``, an
-  unseen one within it an event that concurrent workers admitted out of order (handled; the
-  node's newer recorded state stands); an event of a boot the node has left
-  behind is a ``replay``; a boot never seen before is the node's new boot. Events without
-  ``boot`` (the notify-script path, older engines) are dropped as ``duplicate`` when their ``seq``
-  is one of the last 512 of that node.
+  (signed with the payload). The engine sends a node's events one at a time in ``seq`` order, so
+  the master receives them in that order. Per node and boot the last 64 ``seq`` numbers are
+  remembered: one seen before is a ``duplicate`` redelivery. An older ``seq`` than the newest
+  seen is an event that concurrent workers admitted out of order when the master received it
+  *before* that newest one (handled; the node's newer recorded state stands), a ``replay`` when
+  it was received after it (or is below the 64 remembered). The same for boots: an event of a
+  boot never seen, received before the first event of the node's current boot, is an earlier
+  boot's event admitted late (handled, and that boot is left behind); an event of a boot the
+  node has left behind, received later, is a ``replay``; a boot never seen before, received
+  later, is the node's new boot. Events without ``boot`` (the notify-script path, older engines)
+  are dropped as ``duplicate`` when their ``seq`` is one of the last 512 of that node.
 * **Late events** are recorded (node states, owners) but trigger no alert of their own. An event
   is late when it waited more than ``max_event_age`` seconds on the master (``_stamp`` vs now);
   or when it reached the master more than ``max_event_age`` seconds after it happened, measured
@@ -147,7 +151,7 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "nginx_ha_reactor"
 
-_WINDOW = 64  # anti-replay window per node and boot (sequence numbers)
+_WINDOW = 64  # seq numbers remembered per node and boot (anti-replay)
 _SEEN_KEEP = 512  # seq numbers remembered per node for events without a boot id
 _BOOTS_KEEP = 32  # superseded boot ids remembered per node
 _BACKLOG_KEEP = 100  # late events listed per node in a summary (all are counted)
@@ -503,8 +507,14 @@ def _check_sequence(state, event):
     """
     None when the event is new, else ``(action, reason)`` with action ``duplicate`` (the same
     event again: delivery is at least once) or ``replay`` (an older event). See the module doc.
+
+    The engine sends a node's events one at a time, in ``seq`` order, so the master receives
+    them in that order: the receive time ``recv`` (the master's ``_stamp``) tells an older event
+    that concurrent reactor workers admitted after a newer one (it was received *before* that
+    newer one: handled, out of order) from a replay (received *after* it). This holds from the
+    first event of a boot on and across boots, whatever ``seq`` step the node's clock gave.
     """
-    node, seq, boot = event["node"], event["seq"], event["boot"]
+    node, seq, boot, recv = event["node"], event["seq"], event["boot"], event["recv"]
     if boot is None:
         if seq is None:
             return None
@@ -516,25 +526,47 @@ def _check_sequence(state, event):
         return None
     track = state["boots"].setdefault(node, {"boot": None, "seq": None, "superseded": []})
     if boot == track["boot"]:
-        # An anti-replay window, as IPsec's: the last _WINDOW sequence numbers seen are remembered.
-        # Concurrent reactor workers may admit a newer event of a node before an older one that
-        # was delivered once: within the window and unseen, that older one is new (out of order);
-        # below the window, or seen, it is a replay or a redelivery.
-        recent = track.setdefault("recent", [track["seq"]] if track["seq"] is not None else [])
-        if seq in recent or seq == track["seq"]:
-            return "duplicate", f"seq {seq} of {node} (boot {boot}) was seen already"
-        if seq < track["seq"] and (not recent or seq < min(recent) or track["seq"] - seq > _WINDOW):
-            return "replay", f"seq {seq} of {node} (boot {boot}) is below the window of the highest seen, {track['seq']}"
-        recent.append(seq)
-        track["recent"] = sorted(recent)[-_WINDOW:]
-        track["seq"] = max(seq, track["seq"])
+        return _check_in_boot(track, node, seq, boot, recv)
+    since = track.get("since")
+    if track["boot"] is not None and since is not None and recv < since:
+        # received before the first event of the node's current boot: an event of an earlier
+        # boot that a worker admits late. Handled (the newer recorded state stands); that boot
+        # stays behind, so a copy of it sent again later is a replay.
+        late = track.setdefault("late", [])
+        if [boot, seq] in late:
+            return "duplicate", f"seq {seq} of {node} (boot {boot}, left behind) was seen already"
+        track["late"] = (late + [[boot, seq]])[-2 * _WINDOW:]
+        if boot not in track["superseded"]:
+            track["superseded"] = (track["superseded"] + [boot])[-_BOOTS_KEEP:]
         return None
     if boot in track["superseded"]:
         return "replay", f"boot {boot} of {node} was superseded by boot {track['boot']}"
     if track["boot"] is not None:
         log.info("nginx_ha_reactor: %s booted again (boot %s after %s)", node, boot, track["boot"])
         track["superseded"] = (track["superseded"] + [track["boot"]])[-_BOOTS_KEEP:]
-    track["boot"], track["seq"] = boot, seq
+        # the boot left behind may still have a repeat in flight, received before this event
+        track["late"] = (track.get("late", []) + [[track["boot"], s] for s in track.get("recent", [])])[-2 * _WINDOW:]
+    track.update(boot=boot, seq=seq, recv=recv, since=recv, recent=[seq])
+    return None
+
+
+def _check_in_boot(track, node, seq, boot, recv):
+    """:func:`_check_sequence` for an event of the node's current boot (``track``)."""
+    recent = track.setdefault("recent", [track["seq"]] if track["seq"] is not None else [])
+    if seq in recent or seq == track["seq"]:
+        return "duplicate", f"seq {seq} of {node} (boot {boot}) was seen already"
+    if track["seq"] is not None and seq < track["seq"]:
+        newest_recv = track.get("recv")
+        if newest_recv is None or recv >= newest_recv:
+            return "replay", (f"seq {seq} of {node} (boot {boot}) is older than seq {track['seq']} "
+                              "and was received after it")
+        if len(recent) >= _WINDOW and seq < recent[0]:
+            # older than every seq remembered: it cannot be told from one seen before
+            return "replay", f"seq {seq} of {node} (boot {boot}) is below the window of the last {_WINDOW} seen"
+    else:
+        track["seq"], track["recv"] = seq, recv
+    track["recent"] = sorted(recent + [seq])[-_WINDOW:]
+    track["since"] = recv if track.get("since") is None else min(track["since"], recv)
     return None
 
 
