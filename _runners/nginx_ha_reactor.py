@@ -58,8 +58,9 @@ Time, order and replays (node clocks are never trusted):
   the master receives them in that order. Per node and boot the last 64 ``seq`` numbers are
   remembered: one seen before is a ``duplicate`` redelivery. An older ``seq`` than the newest
   seen is an event that concurrent workers admitted out of order when the master received it
-  *before* that newest one (handled; the node's newer recorded state stands), a ``replay`` when
-  it was received after it (or is below the 64 remembered). The same for boots: an event of a
+  *before* that newest one, or (as IPsec's window) is within 64 below it and never seen: handled,
+  and the node's newer recorded state stands. Otherwise (received after it, or below the 64
+  remembered) it is a ``replay``. The same for boots: an event of a
   boot never seen, received before the first event of the node's current boot, is an earlier
   boot's event admitted late (handled, and that boot is left behind); an event of a boot the
   node has left behind, received later, is a ``replay``; a boot never seen before, received
@@ -557,7 +558,10 @@ def _check_in_boot(track, node, seq, boot, recv):
         return "duplicate", f"seq {seq} of {node} (boot {boot}) was seen already"
     if track["seq"] is not None and seq < track["seq"]:
         newest_recv = track.get("recv")
-        if newest_recv is None or recv >= newest_recv:
+        received_before = newest_recv is not None and recv < newest_recv
+        # also, as IPsec's window, an unseen seq close below the newest (every seq seen that close
+        # is remembered): a send the master's workers fired after the next one
+        if not received_before and track["seq"] - seq >= _WINDOW:
             return "replay", (f"seq {seq} of {node} (boot {boot}) is older than seq {track['seq']} "
                               "and was received after it")
         if len(recent) >= _WINDOW and seq < recent[0]:

@@ -1187,6 +1187,17 @@ def test_an_event_older_than_the_remembered_window_is_a_replay(configure_loader_
     assert verdict[0] == "replay" and "below the window of the last 64 seen" in verdict[1]
 
 
+def test_a_send_fired_after_the_next_one_is_handled_within_the_window(configure_loader_modules):
+    """The master's workers may fire a slow request after the next one: received after the newer
+    event, but unseen and within 64 below it, it is handled (as IPsec's window); further below, a replay."""
+    state = {"seen": {}, "boots": {}}
+    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5001, "recv": 10.0}) is None
+    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5000, "recv": 10.5}) is None
+    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5000, "recv": 11.0})[0] == "duplicate"
+    verdict = runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 4900, "recv": 12.0})
+    assert verdict[0] == "replay" and "received after it" in verdict[1]
+
+
 # --------------------------------------------------------------------------------------------
 # Several masters (multi_master: claims): each event acted on once, claims kept on the node
 # --------------------------------------------------------------------------------------------
