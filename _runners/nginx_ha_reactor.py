@@ -450,8 +450,9 @@ def _membership(node, instance):
     (``_PILLAR_TRIES`` in all, each miss logged) before the event is rejected. A crossed pillar
     cannot make a stranger a node: it lists the sender only when it is the pillar of a node of
     the sender's own cluster. A pillar that cannot be compiled at all (``_errors``, no
-    ``nginx_ha``) is an error (:py:class:`PillarUnreadable`: a critical alert), never a silent
-    rejection.
+    ``nginx_ha``), or compilations that disagree and never list the node, are an error
+    (:py:class:`PillarUnreadable`: a critical alert), never a silent rejection; the same pillar
+    every time, without the node, rejects a stranger.
     """
     seen = []
     for attempt in range(1, _PILLAR_TRIES + 1):
@@ -469,6 +470,13 @@ def _membership(node, instance):
     problem = _pillar_problem(pillar)
     if problem:
         raise PillarUnreadable(f"the pillar of {node} cannot say whether it is a node of {instance}: {problem}")
+    if len(set(seen)) > 1:
+        # compilations that disagree are crossed pillars, not an answer: the sender may be a real
+        # node whose FAULT would go unhealed, so this is a critical alert, not a quiet rejection
+        raise PillarUnreadable(
+            f"the pillar of {node} came out differently in {len(seen)} compilations and never listed it in "
+            f"{instance} (crossed pillars under load?): {' | '.join(seen)}"
+        )
     raise Rejected(f"{node} is not a node of {instance} in the nginx_ha pillar")
 
 

@@ -125,7 +125,7 @@ def master_extra(client_mgmt):
             "webhook": {"url": f"http://{client_mgmt}:{HOOK_PORT}/hook", "timeout": 2, "retries": 2},
         },
         # the bus recorder (see the module docstring)
-        **lab_bus.recorder(["nginx_ha/*", "salt/run/*/ret", "salt/job/*/new"]),
+        **lab_bus.recorder(["nginx_ha/*", "salt/run/*/new", "salt/run/*/ret", "salt/job/*/new"]),
     }
 
 
@@ -345,7 +345,21 @@ def wait_reactor_idle(lab, timeout, what="the reactor done", after=0.0):
         rets = [(r.get("node"), r.get("state"), r.get("seq"), r.get("action"), r.get("reason")) for r in reactor_returns(lab, after)]
         runs = [(e["tag"], e["data"].get("fun")) for e in bus(lab, "salt/run/*/ret", after, where=lambda e: e["data"].get("fun") != REACTOR_FUN)]
         raise AssertionError(f"{exc}\nVRRP events (node, state, seq, stamp): {events}\nreactor decisions: {rets}\n"
-                             f"other runner returns: {runs}\n{lab.master.log_tail('/var/log/salt/master', 60)}") from None
+                             f"other runner returns: {runs}\nreactor runs started, never returned: {unreturned_runs(lab, after)}\n"
+                             f"{lab.master.log_tail('/var/log/salt/master', 60)}") from None
+
+
+def unreturned_runs(lab, after):
+    """Reactor runs the master started (salt/run/<jid>/new) with no return yet: (jid, tag, seq)."""
+    returned = {e["data"].get("jid") for e in bus(lab, "salt/run/*/ret", after)}
+    out = []
+    for event in bus(lab, "salt/run/*/new", after, where=lambda e: e["data"].get("fun") == REACTOR_FUN):
+        if event["data"].get("jid") in returned:
+            continue
+        args = {k: v for arg in event["data"].get("fun_args") or [] if isinstance(arg, dict) for k, v in arg.items()}
+        payload = (args.get("data") or {}).get("data") if isinstance(args.get("data"), dict) else None
+        out.append((event["data"].get("jid"), args.get("tag"), (payload or {}).get("seq") if isinstance(payload, dict) else None))
+    return out
 
 
 @pytest.fixture(scope="module")

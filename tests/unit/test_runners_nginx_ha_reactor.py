@@ -822,6 +822,17 @@ def test_a_sender_not_listed_by_any_compilation_is_rejected_with_its_name(world,
     assert asked == ["outsider"] * runner._PILLAR_TRIES and world.calls == [] and world.alerts() == []
 
 
+def test_compilations_that_disagree_and_never_list_the_sender_are_a_critical_alert(world, clock, web_a, monkeypatch):
+    """Crossed pillars every time: a real node's FAULT is not healed, so people are told."""
+    answers = [{"nginx_ha": {"cluster": f"pair0{i}", "vrrp_instances": {}}} for i in range(runner._PILLAR_TRIES)]
+    monkeypatch.setattr(runner, "_pillar_of", lambda node: answers.pop(0))
+    ret = runner.vrrp_event(*web_a.event("FAULT"))
+    assert ret["action"] == "error" and ret["node"] == "web-a" and world.calls == []
+    (critical,) = world.alerts("critical")
+    assert "came out differently" in critical["message"] and "the event was NOT acted upon" in critical["message"]
+    assert "'pair00'" in critical["message"] and "'pair02'" in critical["message"]
+
+
 @pytest.mark.parametrize("pillar", [{"_errors": ["Rendering SLS 'pair04' failed"]}, {}, "a string"])
 def test_a_pillar_that_cannot_be_compiled_is_a_critical_alert_not_a_rejection(world, clock, web_a, monkeypatch, pillar):
     monkeypatch.setattr(runner, "_pillar_of", lambda node: pillar)
