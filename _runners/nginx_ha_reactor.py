@@ -258,10 +258,23 @@ def _state(cfg):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_FIRE_TRIES = 3  # attempts to put one event on the master's bus
+_FIRE_TIMEOUT_MS = 5000  # each: Salt's default is 1 s, short for a master whose cores are saturated
+
+
 def _fire(tag, data):
-    """Fire an event on the master's own bus."""
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-        bus.fire_event(data, tag)
+    """
+    Fire an event on the master's own bus. Salt's ``fire_event`` answers False, without a word,
+    when it cannot reach the master's event publisher in time (a loaded master): tried again, and
+    an event that never went out is an error in the log, never a silent loss. True when fired.
+    """
+    for attempt in range(1, _FIRE_TRIES + 1):
+        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+            if bus.fire_event(dict(data), tag, timeout=_FIRE_TIMEOUT_MS) is not False:
+                return True
+        log.warning("nginx_ha_reactor: the master's event bus did not take %s (attempt %d of %d)", tag, attempt, _FIRE_TRIES)
+    log.error("nginx_ha_reactor: %s was NOT fired on the master's event bus after %d attempts", tag, _FIRE_TRIES)
+    return False
 
 
 def _call(node, action, timeout):

@@ -1334,3 +1334,40 @@ def test_fleet_problems_are_alerted_by_one_master_and_by_the_other_once_it_is_go
 def test_without_multi_master_no_claim_is_made(world, clock, web_a):
     assert runner.vrrp_event(*web_a.event("FAULT"))["action"] == "restarted"
     assert not [c for c in world.calls if c[1].startswith("nginx_ha.claim")]
+
+
+class FlakyBus:
+    """salt.utils.event.get_master_event's bus: fire_event answers from ``answers`` (False: Salt
+    could not reach the master's event publisher in time)."""
+
+    def __init__(self, answers):
+        self.answers, self.fired = list(answers), []
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def fire_event(self, data, tag, timeout=1000):
+        self.fired.append((tag, timeout))
+        return self.answers.pop(0)
+
+
+def test_an_event_the_bus_did_not_take_is_fired_again(configure_loader_modules, monkeypatch, caplog):
+    bus = FlakyBus([False, True])
+    monkeypatch.setattr(runner.salt.utils.event, "get_master_event", bus)
+    assert runner._fire("nginx_ha/alert/critical", {"text": "x"}) is True
+    assert bus.fired == [("nginx_ha/alert/critical", runner._FIRE_TIMEOUT_MS)] * 2
+    assert "did not take nginx_ha/alert/critical (attempt 1 of 3)" in caplog.text
+
+
+def test_an_event_never_fired_is_an_error_in_the_log_not_a_silent_loss(configure_loader_modules, monkeypatch, caplog):
+    bus = FlakyBus([False] * runner._FIRE_TRIES)
+    monkeypatch.setattr(runner.salt.utils.event, "get_master_event", bus)
+    assert runner._fire("nginx_ha/alert/critical", {"text": "x"}) is False
+    assert len(bus.fired) == runner._FIRE_TRIES
+    assert "nginx_ha/alert/critical was NOT fired on the master's event bus after 3 attempts" in caplog.text
