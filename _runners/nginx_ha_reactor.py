@@ -63,8 +63,11 @@ Time, order and replays (node clocks are never trusted):
   remembered) it is a ``replay``. The same for boots: an event of a
   boot never seen, received before the first event of the node's current boot, is an earlier
   boot's event admitted late (handled, and that boot is left behind); an event of a boot the
-  node has left behind, received later, is a ``replay``; a boot never seen before, received
-  later, is the node's new boot. Events without ``boot`` (the notify-script path, older engines)
+  node has left behind, received later, is a ``replay`` (and never overwrites the state the
+  node's current boot recorded), unless its ``seq`` is above any seen of that boot: then that
+  boot is alive and the node's again (the master fired an event out of order at a reboot, or its
+  clock stepped back), so a node cannot be locked out by a misjudged order; a boot never seen
+  before, received later, is the node's new boot. Events without ``boot`` (the notify-script path, older engines)
   are dropped as ``duplicate`` when their ``seq`` is one of the last 512 of that node.
 * **Late events** are recorded (node states, owners) but trigger no alert of their own. An event
   is late when it waited more than ``max_event_age`` seconds on the master (``_stamp`` vs now);
@@ -549,6 +552,7 @@ def _check_sequence(state, event):
     track = state["boots"].setdefault(node, {"boot": None, "seq": None, "superseded": []})
     if boot == track["boot"]:
         return _check_in_boot(track, node, seq, boot, recv)
+    highest = track.setdefault("highest", {})  # boot left behind -> the highest seq seen of it
     since = track.get("since")
     if track["boot"] is not None and since is not None and recv < since:
         # received before the first event of the node's current boot: an event of an earlier
@@ -558,18 +562,45 @@ def _check_sequence(state, event):
         if [boot, seq] in late:
             return "duplicate", f"seq {seq} of {node} (boot {boot}, left behind) was seen already"
         track["late"] = (late + [[boot, seq]])[-2 * _WINDOW:]
-        if boot not in track["superseded"]:
-            track["superseded"] = (track["superseded"] + [boot])[-_BOOTS_KEEP:]
+        _leave_behind(track, boot, max(seq, highest.get(boot, seq)))
         return None
     if boot in track["superseded"]:
+        newest = track.get("recv")
+        if boot in highest and seq > highest[boot] and newest is not None and recv > newest:
+            # a boot left behind sends a seq above any seen of it, received after the current
+            # boot's newest: it is alive, so it was the newer one (the master fired an event out of
+            # order at a reboot, or its clock stepped back). A replay cannot do this: every event
+            # of that boot the master never saw is still on its way from the node.
+            log.warning("nginx_ha_reactor: %s: boot %s, left behind, is newer than boot %s (seq %s above its highest, %s)",
+                        node, boot, track["boot"], seq, highest[boot])
+            _switch_boot(track, node, boot, seq, recv)
+            return None
         return "replay", f"boot {boot} of {node} was superseded by boot {track['boot']}"
+    _switch_boot(track, node, boot, seq, recv)
+    return None
+
+
+def _leave_behind(track, boot, seq):
+    """Mark ``boot`` as left behind, with ``seq`` the highest seen of it."""
+    track["superseded"] = ([b for b in track["superseded"] if b != boot] + [boot])[-_BOOTS_KEEP:]
+    highest = track.setdefault("highest", {})
+    highest.pop(boot, None)
+    highest[boot] = seq
+    for old in list(highest)[:-_BOOTS_KEEP]:
+        del highest[old]
+
+
+def _switch_boot(track, node, boot, seq, recv):
+    """Make ``boot`` the node's current boot; the one it replaces is left behind."""
     if track["boot"] is not None:
         log.info("nginx_ha_reactor: %s booted again (boot %s after %s)", node, boot, track["boot"])
-        track["superseded"] = (track["superseded"] + [track["boot"]])[-_BOOTS_KEEP:]
         # the boot left behind may still have a repeat in flight, received before this event
         track["late"] = (track.get("late", []) + [[track["boot"], s] for s in track.get("recent", [])])[-2 * _WINDOW:]
-    track.update(boot=boot, seq=seq, recv=recv, since=recv, recent=[seq])
-    return None
+        _leave_behind(track, track["boot"], track["seq"])
+    track["superseded"] = [b for b in track["superseded"] if b != boot]
+    track.get("highest", {}).pop(boot, None)
+    seen = sorted({s for b, s in track.get("late", []) if b == boot} | {seq})[-_WINDOW:]
+    track.update(boot=boot, seq=max(seen), recv=recv, since=recv, recent=seen)
 
 
 def _check_in_boot(track, node, seq, boot, recv):
@@ -582,7 +613,8 @@ def _check_in_boot(track, node, seq, boot, recv):
         received_before = newest_recv is not None and recv < newest_recv
         # also, as IPsec's window, an unseen seq close below the newest (every seq seen that close
         # is remembered): a send the master's workers fired after the next one
-        if not received_before and track["seq"] - seq >= _WINDOW:
+        # (a track without ``recv``, from an older version of this runner: the old rule, any lower seq)
+        if newest_recv is None or (not received_before and track["seq"] - seq >= _WINDOW):
             return "replay", (f"seq {seq} of {node} (boot {boot}) is older than seq {track['seq']} "
                               "and was received after it")
         if len(recent) >= _WINDOW and seq < recent[0]:
@@ -648,6 +680,9 @@ def _record(state, event):
     """Remember the event as the node's state for its instance, unless a newer one is known."""
     slot = state["nodes"].setdefault(event["node"], {})
     old = slot.get(event["instance"]) or {}
+    current = (state["boots"].get(event["node"]) or {}).get("boot")
+    if old and event["boot"] is not None and event["boot"] != current and old.get("boot") == current:
+        return False  # an event of a boot the node has left, admitted late: the current boot's state stands
     if old and event["boot"] is not None and old.get("boot") == event["boot"] and None not in (old.get("seq"), event["seq"]):
         if event["seq"] < old["seq"]:
             return False  # an older event admitted out of order: the node's newer state stands

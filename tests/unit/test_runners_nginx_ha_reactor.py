@@ -1187,6 +1187,95 @@ def test_any_admission_order_acts_on_each_sent_event_once_and_on_no_replay(confi
     assert runner._check_sequence(state, replayed)[0] in ("duplicate", "replay")
 
 
+def _json_round_trip(state):
+    """The state file between two events."""
+    import json
+
+    return json.loads(json.dumps(state, sort_keys=True))
+
+
+def _ev(boot, seq, recv):
+    return {"node": "web-a", "boot": boot, "seq": seq, "recv": float(recv)}
+
+
+@st.composite
+def inverted_fire_streams(draw):
+    """As engine_streams, but the master may fire a send whose ack was lost after the next event
+    (a slow master worker), and the state goes through its JSON file between admissions."""
+    deliveries, recv, seq = [], 1000.0, 1_700_000_000_000
+    for boot in range(draw(st.integers(1, 3))):
+        if boot and draw(st.booleans()):
+            seq = max(0, seq + draw(st.integers(-10**7, 10**7)))
+        for _ in range(draw(st.integers(1, 12))):
+            seq += 1
+            recv += draw(st.floats(0.001, 5))
+            deliveries.append(_ev(f"boot-{boot}", seq, recv))
+            if draw(st.integers(0, 3)) == 0:
+                deliveries.append(_ev(f"boot-{boot}", seq, recv + draw(st.floats(5.001, 6))))
+    deliveries.sort(key=lambda e: e["recv"])
+    return deliveries, draw(st.permutations(range(len(deliveries))))
+
+
+@hypothesis.settings(max_examples=300, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@given(inverted_fire_streams())
+def test_fired_out_of_order_nothing_is_admitted_twice_and_the_next_event_restores_the_boot(configure_loader_modules, stream):
+    """Receive order is wrong when the master fires a repeat late: then no event is acted on
+    twice, and a boot wrongly left behind is the node's again with its next event (never locked out)."""
+    deliveries, order = stream
+    state, admitted = {"seen": {}, "boots": {}}, set()
+    for index in order:
+        state = _json_round_trip(state)
+        event = deliveries[index]
+        if runner._check_sequence(state, dict(event)) is None:
+            assert (event["boot"], event["seq"]) not in admitted, event
+            admitted.add((event["boot"], event["seq"]))
+    last = deliveries[-1]
+    fresh = _ev(last["boot"], max(e["seq"] for e in deliveries if e["boot"] == last["boot"]) + 1, last["recv"] + 1)
+    state = _json_round_trip(state)
+    assert runner._check_sequence(state, fresh) is None, state
+    assert state["boots"]["web-a"]["boot"] == last["boot"]
+
+
+def test_a_live_boot_left_behind_is_the_nodes_again_with_its_next_event(configure_loader_modules):
+    """Left behind on receive order alone (the master's clock stepped back before the reboot; or
+    a replay of a forgotten boot took over): the boot that keeps sending new seqs wins it back."""
+    state = {"seen": {}, "boots": {}}
+    for event, expected in (
+        (_ev("b1", 100, 5000), None),
+        (_ev("b2", 200, 1500), None),  # the clock stepped back: b2 looks older than b1
+        (_ev("b2", 201, 5100), None),  # b2 sends on: it is the node's boot
+        (_ev("b1", 100, 5200), "replay"),
+        (_ev("b1", 101, 5300), None),  # a seq of b1 above any seen, received last: b1 is alive
+    ):
+        verdict = runner._check_sequence(state, event)
+        assert (verdict and verdict[0]) == expected, (event, verdict)
+    assert state["boots"]["web-a"]["boot"] == "b1"
+    assert runner._check_sequence(state, _ev("b2", 202, 5400)) is None and state["boots"]["web-a"]["boot"] == "b2"
+    assert runner._check_sequence(state, _ev("b1", 101, 5500))[0] == "replay"  # seen: a real replay
+
+
+def test_a_state_file_from_the_previous_version_keeps_its_rule(configure_loader_modules):
+    """No ``recv``/``recent`` in the track: any seq not above the recorded one is refused."""
+    state = {"seen": {}, "boots": {"web-a": {"boot": "b", "seq": 60, "superseded": ["a"]}}}
+    assert runner._check_sequence(state, _ev("b", 55, 10))[0] == "replay"
+    assert runner._check_sequence(state, _ev("b", 60, 11))[0] == "duplicate"
+    assert runner._check_sequence(state, _ev("b", 61, 12)) is None
+    assert runner._check_sequence(state, _ev("a", 5, 13))[0] == "replay"
+
+
+def test_a_late_event_of_a_boot_left_behind_does_not_overwrite_the_newer_state(configure_loader_modules):
+    """A STOP spooled at shutdown and sent first after the reboot, taken up after the new boot's
+    BACKUP: the BACKUP stands, and the STOP is not the node's latest."""
+    state = runner._empty_state()
+    cfg = runner.copy.deepcopy(runner.DEFAULTS)
+    extra = {"instance": "VI_web", "members": ["web-a", "web-b"]}
+    new = dict(_ev("b2", 5, 11), state="BACKUP", time=11.0, **extra)
+    old = dict(_ev("b1", 100, 10), state="STOP", time=10.0, **extra)
+    assert runner._admit(state, new, cfg, 12.0)[0]["action"] is None
+    assert runner._admit(state, old, cfg, 12.0)[0]["action"] is None
+    assert state["nodes"]["web-a"]["VI_web"]["state"] == "BACKUP" and not runner._is_latest(state, old)
+
+
 def test_an_event_older_than_the_remembered_window_is_a_replay(configure_loader_modules):
     """Received before the newest, but below the last 64 seq numbers seen: it cannot be told
     from one seen before, so it is refused."""
