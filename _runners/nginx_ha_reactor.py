@@ -60,14 +60,14 @@ Time, order and replays (node clocks are never trusted):
   seen is an event that concurrent workers admitted out of order when the master received it
   *before* that newest one, or (as IPsec's window) is within 64 below it and never seen: handled,
   and the node's newer recorded state stands. Otherwise (received after it, or below the 64
-  remembered) it is a ``replay``. The same for boots: an event of a
-  boot never seen, received before the first event of the node's current boot, is an earlier
-  boot's event admitted late (handled, and that boot is left behind); an event of a boot the
-  node has left behind, received later, is a ``replay`` (and never overwrites the state the
-  node's current boot recorded), unless its ``seq`` is above any seen of that boot: then that
-  boot is alive and the node's again (the master fired an event out of order at a reboot, or its
-  clock stepped back), so a node cannot be locked out by a misjudged order; a boot never seen
-  before, received later, is the node's new boot. Events without ``boot`` (the notify-script path, older engines)
+  remembered) it is a ``replay``. The same for boots: an event of a boot never seen, received
+  before the first event of the node's current boot, is an earlier boot's event admitted late
+  (handled, without overwriting what the current boot recorded; that boot is left behind). An
+  event of a boot left behind, received later, is a ``replay``, unless its ``seq`` is above any
+  seen of that boot: then that boot is alive and the node's again (the master fired an event out
+  of order at a reboot, or its clock stepped back), so a misjudged order cannot lock a node out.
+  A boot never seen before, received later, is the node's new boot. Events without ``boot`` (the
+  notify-script path, older engines)
   are dropped as ``duplicate`` when their ``seq`` is one of the last 512 of that node.
 * **Late events** are recorded (node states, owners) but trigger no alert of their own. An event
   is late when it waited more than ``max_event_age`` seconds on the master (``_stamp`` vs now);
