@@ -67,8 +67,8 @@ Time, order and replays (node clocks are never trusted):
   seen of that boot: then that boot is alive and the node's again (the master fired an event out
   of order at a reboot, or its clock stepped back), so a misjudged order cannot lock a node out.
   A boot never seen before, received later, is the node's new boot. Events without ``boot`` (the
-  notify-script path, older engines)
-  are dropped as ``duplicate`` when their ``seq`` is one of the last 512 of that node.
+  notify-script path, older engines) are dropped as ``duplicate`` when their ``seq`` is one of the
+  last 512 of that node.
 * **Late events** are recorded (node states, owners) but trigger no alert of their own. An event
   is late when it waited more than ``max_event_age`` seconds on the master (``_stamp`` vs now);
   or when it reached the master more than ``max_event_age`` seconds after it happened, measured
@@ -549,10 +549,10 @@ def _check_sequence(state, event):
         seen.append(seq)
         del seen[:-_SEEN_KEEP]
         return None
-    track = state["boots"].setdefault(node, {"boot": None, "seq": None, "superseded": []})
+    track = state["boots"].setdefault(node, {"boot": None, "seq": None, "left": []})
     if boot == track["boot"]:
         return _check_in_boot(track, node, seq, boot, recv)
-    highest = track.setdefault("highest", {})  # boot left behind -> the highest seq seen of it
+    left = _left_behind(track)
     since = track.get("since")
     if track["boot"] is not None and since is not None and recv < since:
         # received before the first event of the node's current boot: an event of an earlier
@@ -562,17 +562,17 @@ def _check_sequence(state, event):
         if [boot, seq] in late:
             return "duplicate", f"seq {seq} of {node} (boot {boot}, left behind) was seen already"
         track["late"] = (late + [[boot, seq]])[-2 * _WINDOW:]
-        _leave_behind(track, boot, max(seq, highest.get(boot, seq)))
+        _leave_behind(track, boot, max(seq, left.get(boot) or seq))
         return None
-    if boot in track["superseded"]:
+    if boot in left:
         newest = track.get("recv")
-        if boot in highest and seq > highest[boot] and newest is not None and recv > newest:
+        if left[boot] is not None and seq > left[boot] and newest is not None and recv > newest:
             # a boot left behind sends a seq above any seen of it, received after the current
             # boot's newest: it is alive, so it was the newer one (the master fired an event out of
             # order at a reboot, or its clock stepped back). A replay cannot do this: every event
             # of that boot the master never saw is still on its way from the node.
             log.warning("nginx_ha_reactor: %s: boot %s, left behind, is newer than boot %s (seq %s above its highest, %s)",
-                        node, boot, track["boot"], seq, highest[boot])
+                        node, boot, track["boot"], seq, left[boot])
             _switch_boot(track, node, boot, seq, recv)
             return None
         return "replay", f"boot {boot} of {node} was superseded by boot {track['boot']}"
@@ -580,14 +580,22 @@ def _check_sequence(state, event):
     return None
 
 
+def _left_behind(track):
+    """
+    The boots the node has left, ``{boot: the highest seq seen of it}`` (None: not known), kept
+    in the track as ``left``, ``[[boot, seq], ...]`` oldest first (a list: the state file sorts
+    mapping keys, and the oldest are forgotten first). A track of the previous version listed
+    them as ``superseded``.
+    """
+    if "left" not in track:
+        track["left"] = [[b, None] for b in track.pop("superseded", [])]
+    return {b: s for b, s in track["left"]}
+
+
 def _leave_behind(track, boot, seq):
     """Mark ``boot`` as left behind, with ``seq`` the highest seen of it."""
-    track["superseded"] = ([b for b in track["superseded"] if b != boot] + [boot])[-_BOOTS_KEEP:]
-    highest = track.setdefault("highest", {})
-    highest.pop(boot, None)
-    highest[boot] = seq
-    for old in list(highest)[:-_BOOTS_KEEP]:
-        del highest[old]
+    _left_behind(track)
+    track["left"] = ([[b, s] for b, s in track["left"] if b != boot] + [[boot, seq]])[-_BOOTS_KEEP:]
 
 
 def _switch_boot(track, node, boot, seq, recv):
@@ -597,8 +605,8 @@ def _switch_boot(track, node, boot, seq, recv):
         # the boot left behind may still have a repeat in flight, received before this event
         track["late"] = (track.get("late", []) + [[track["boot"], s] for s in track.get("recent", [])])[-2 * _WINDOW:]
         _leave_behind(track, track["boot"], track["seq"])
-    track["superseded"] = [b for b in track["superseded"] if b != boot]
-    track.get("highest", {}).pop(boot, None)
+    _left_behind(track)
+    track["left"] = [[b, s] for b, s in track["left"] if b != boot]
     seen = sorted({s for b, s in track.get("late", []) if b == boot} | {seq})[-_WINDOW:]
     track.update(boot=boot, seq=max(seen), recv=recv, since=recv, recent=seen)
 
@@ -611,9 +619,9 @@ def _check_in_boot(track, node, seq, boot, recv):
     if track["seq"] is not None and seq < track["seq"]:
         newest_recv = track.get("recv")
         received_before = newest_recv is not None and recv < newest_recv
-        # also, as IPsec's window, an unseen seq close below the newest (every seq seen that close
-        # is remembered): a send the master's workers fired after the next one
-        # (a track without ``recv``, from an older version of this runner: the old rule, any lower seq)
+        # Received after the newest: a replay, unless (as IPsec's window) unseen and close below
+        # it (every seq seen that close is remembered): a send the master's workers fired after
+        # the next one. A track without ``recv`` (previous version): any lower seq is refused.
         if newest_recv is None or (not received_before and track["seq"] - seq >= _WINDOW):
             return "replay", (f"seq {seq} of {node} (boot {boot}) is older than seq {track['seq']} "
                               "and was received after it")

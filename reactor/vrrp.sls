@@ -8,6 +8,7 @@ the sender, whether it is a cluster node, restart budget, alerts) are in
 _runners/nginx_ha_reactor.py.
 """
 
+import logging
 import threading
 
 import salt.client.mixins as salt_client_mixins  # (the py renderer injects its own "salt" name)
@@ -26,7 +27,15 @@ def _serialize_mminion():
     """
     cls = salt_client_mixins.SyncClientMixin
     prop = cls.__dict__.get("mminion")
-    if not isinstance(prop, property) or getattr(prop.fget, "nginx_ha_serialized", False):
+    if not isinstance(prop, property):
+        if not getattr(cls, "nginx_ha_mminion_unguarded", False):  # said once per reactor process
+            cls.nginx_ha_mminion_unguarded = True
+            logging.getLogger("nginx_ha.reactor").warning(
+                "nginx_ha reactor: this Salt's SyncClientMixin.mminion is not a property; its build is "
+                "not serialized (concurrent first reactor jobs may vanish, see reactor/vrrp.sls)"
+            )
+        return
+    if getattr(prop.fget, "nginx_ha_serialized", False):
         return
     lock = threading.Lock()
     fget = prop.fget

@@ -75,7 +75,10 @@ def test_rendering_again_wraps_once(fake_mminion):
     assert wrapped.fget.nginx_ha_serialized is True
 
 
-def test_a_salt_without_that_property_is_left_alone(monkeypatch):
+def test_a_salt_without_that_property_is_left_alone_and_said_once(monkeypatch, caplog):
     monkeypatch.setattr(salt.client.mixins.SyncClientMixin, "mminion", "not a property")
+    monkeypatch.setattr(salt.client.mixins.SyncClientMixin, "nginx_ha_mminion_unguarded", False, raising=False)
+    load_sls().run()
     load_sls().run()
     assert salt.client.mixins.SyncClientMixin.__dict__["mminion"] == "not a property"
+    assert caplog.text.count("its build is not serialized") == 1

@@ -1141,24 +1141,59 @@ def test_an_older_event_admitted_after_a_newer_one_is_out_of_order_not_a_replay(
     assert runner.vrrp_event(*fault)["action"] == "duplicate"  # the same one again
 
 
+def _ev(boot, seq, recv):
+    """What _check_sequence reads of an event of web-a."""
+    return {"node": "web-a", "boot": boot, "seq": seq, "recv": float(recv)}
+
+
+def _json_round_trip(state):
+    """The state file between two events."""
+    import json
+
+    return json.loads(json.dumps(state, sort_keys=True))
+
+
 @st.composite
-def engine_streams(draw):
+def engine_streams(draw, fire_late=False):
     """
-    One node's deliveries as its engine sends them: boots one after another, per boot a ``seq``
-    that grows by clock steps (a new boot may start lower: a lost spool), a send repeated when
-    its answer was lost, each received (the master's ``_stamp``) after the one sent before it.
-    Then the order concurrent reactor workers admit them in: any.
+    One node's deliveries as its engine sends them: boots one after another (the index in the
+    boot name is the order), per boot a ``seq`` that grows by clock steps (a new boot may start
+    lower: a lost spool), a send repeated when its answer was lost, each received (the master's
+    ``_stamp``) after the one sent before it; with ``fire_late``, the master may fire such a
+    repeat after the next events (a slow master worker). Then the order concurrent reactor
+    workers admit them in: any.
     """
     deliveries, recv, seq = [], 1000.0, draw(st.integers(0, 10**12))
     for boot in range(draw(st.integers(1, 3))):
         seq = max(0, seq + draw(st.integers(-10**6, 10**6)))
         for _ in range(draw(st.integers(1, 18))):
             seq += draw(st.integers(1, 5000))
-            for _copy in range(draw(st.integers(1, 2))):
+            for copy in range(draw(st.integers(1, 2))):
                 recv += draw(st.floats(0.000001, 5))
-                deliveries.append({"node": "web-a", "boot": f"boot-{boot}", "seq": seq, "recv": recv})
-    order = draw(st.permutations(range(len(deliveries))))
-    return deliveries, order
+                fired_after = draw(st.floats(5.001, 6)) if fire_late and copy and draw(st.booleans()) else 0.0
+                deliveries.append(_ev(f"boot-{boot}", seq, recv + fired_after))
+    deliveries.sort(key=lambda e: e["recv"])
+    return deliveries, draw(st.permutations(range(len(deliveries))))
+
+
+def _admit_all(deliveries, order):
+    """Admit the deliveries in ``order``, the state through its JSON file between two events:
+    ``(state, {(boot, seq): verdicts})``; no event is admitted twice."""
+    state, verdicts = {"seen": {}, "boots": {}}, {}
+    for index in order:
+        state = _json_round_trip(state)
+        event = deliveries[index]
+        verdict = runner._check_sequence(state, dict(event))
+        key = (event["boot"], event["seq"])
+        assert verdict is not None or None not in verdicts.get(key, []), (event, "admitted twice")
+        verdicts.setdefault(key, []).append(verdict)
+    return _json_round_trip(state), verdicts
+
+
+def _last_boot(deliveries):
+    """The node's newest boot (in send order) and the highest seq sent in it."""
+    boot = max((e["boot"] for e in deliveries), key=lambda b: int(b.split("-")[1]))
+    return boot, max(e["seq"] for e in deliveries if e["boot"] == boot)
 
 
 @hypothesis.settings(max_examples=300, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
@@ -1171,69 +1206,24 @@ def test_any_admission_order_acts_on_each_sent_event_once_and_on_no_replay(confi
     is its last. A copy sent again later (after all of them) is never admitted.
     """
     deliveries, order = stream
-    state = {"seen": {}, "boots": {}}
-    admitted = {}
-    for index in order:
-        event = deliveries[index]
-        verdict = runner._check_sequence(state, dict(event))
-        key = (event["boot"], event["seq"])
-        assert verdict is None or verdict[0] == "duplicate", (event, verdict)
-        if verdict is None:
-            assert key not in admitted, (event, "admitted twice")
-            admitted[key] = index
-    assert set(admitted) == {(e["boot"], e["seq"]) for e in deliveries}
-    assert state["boots"]["web-a"]["boot"] == deliveries[-1]["boot"]
+    state, verdicts = _admit_all(deliveries, order)
+    for key, seen in verdicts.items():
+        assert sorted(v[0] if v else "" for v in seen) == [""] + ["duplicate"] * (len(seen) - 1), (key, seen)
+    assert state["boots"]["web-a"]["boot"] == _last_boot(deliveries)[0]
     replayed = dict(data.draw(st.sampled_from(deliveries)), recv=deliveries[-1]["recv"] + data.draw(st.floats(0, 1000)))
     assert runner._check_sequence(state, replayed)[0] in ("duplicate", "replay")
 
 
-def _json_round_trip(state):
-    """The state file between two events."""
-    import json
-
-    return json.loads(json.dumps(state, sort_keys=True))
-
-
-def _ev(boot, seq, recv):
-    return {"node": "web-a", "boot": boot, "seq": seq, "recv": float(recv)}
-
-
-@st.composite
-def inverted_fire_streams(draw):
-    """As engine_streams, but the master may fire a send whose ack was lost after the next event
-    (a slow master worker), and the state goes through its JSON file between admissions."""
-    deliveries, recv, seq = [], 1000.0, 1_700_000_000_000
-    for boot in range(draw(st.integers(1, 3))):
-        if boot and draw(st.booleans()):
-            seq = max(0, seq + draw(st.integers(-10**7, 10**7)))
-        for _ in range(draw(st.integers(1, 12))):
-            seq += 1
-            recv += draw(st.floats(0.001, 5))
-            deliveries.append(_ev(f"boot-{boot}", seq, recv))
-            if draw(st.integers(0, 3)) == 0:
-                deliveries.append(_ev(f"boot-{boot}", seq, recv + draw(st.floats(5.001, 6))))
-    deliveries.sort(key=lambda e: e["recv"])
-    return deliveries, draw(st.permutations(range(len(deliveries))))
-
-
 @hypothesis.settings(max_examples=300, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
-@given(inverted_fire_streams())
+@given(engine_streams(fire_late=True))
 def test_fired_out_of_order_nothing_is_admitted_twice_and_the_next_event_restores_the_boot(configure_loader_modules, stream):
     """Receive order is wrong when the master fires a repeat late: then no event is acted on
     twice, and a boot wrongly left behind is the node's again with its next event (never locked out)."""
     deliveries, order = stream
-    state, admitted = {"seen": {}, "boots": {}}, set()
-    for index in order:
-        state = _json_round_trip(state)
-        event = deliveries[index]
-        if runner._check_sequence(state, dict(event)) is None:
-            assert (event["boot"], event["seq"]) not in admitted, event
-            admitted.add((event["boot"], event["seq"]))
-    last = deliveries[-1]
-    fresh = _ev(last["boot"], max(e["seq"] for e in deliveries if e["boot"] == last["boot"]) + 1, last["recv"] + 1)
-    state = _json_round_trip(state)
-    assert runner._check_sequence(state, fresh) is None, state
-    assert state["boots"]["web-a"]["boot"] == last["boot"]
+    state, _ = _admit_all(deliveries, order)
+    boot, highest = _last_boot(deliveries)
+    assert runner._check_sequence(state, _ev(boot, highest + 1, deliveries[-1]["recv"] + 1)) is None, state
+    assert state["boots"]["web-a"]["boot"] == boot
 
 
 def test_a_live_boot_left_behind_is_the_nodes_again_with_its_next_event(configure_loader_modules):
@@ -1252,6 +1242,17 @@ def test_a_live_boot_left_behind_is_the_nodes_again_with_its_next_event(configur
     assert state["boots"]["web-a"]["boot"] == "b1"
     assert runner._check_sequence(state, _ev("b2", 202, 5400)) is None and state["boots"]["web-a"]["boot"] == "b2"
     assert runner._check_sequence(state, _ev("b1", 101, 5500))[0] == "replay"  # seen: a real replay
+
+
+def test_the_oldest_boots_left_behind_are_forgotten_first_across_the_state_file(configure_loader_modules):
+    """The state file sorts mapping keys: boots are kept in a list, so the order is the boots'."""
+    boots = [f"{99 - i:02d}-boot" for i in range(runner._BOOTS_KEEP + 3)]  # names sort backwards
+    state = {"seen": {}, "boots": {}}
+    for i, boot in enumerate(boots):
+        state = _json_round_trip(state)
+        assert runner._check_sequence(state, _ev(boot, 1000 * i, 10 * i)) is None
+    assert [b for b, _ in state["boots"]["web-a"]["left"]] == boots[-runner._BOOTS_KEEP - 1:-1]
+    assert runner._check_sequence(state, _ev(boots[-2], 0, 10_000))[0] == "replay"
 
 
 def test_a_state_file_from_the_previous_version_keeps_its_rule(configure_loader_modules):
@@ -1280,7 +1281,7 @@ def test_an_event_older_than_the_remembered_window_is_a_replay(configure_loader_
     """Received before the newest, but below the last 64 seq numbers seen: it cannot be told
     from one seen before, so it is refused."""
     state = {"seen": {}, "boots": {}}
-    events = [{"node": "web-a", "boot": "b", "seq": 1000 + i, "recv": 10.0 + i} for i in range(70)]
+    events = [_ev("b", 1000 + i, 10 + i) for i in range(70)]
     for event in events[1:]:
         assert runner._check_sequence(state, dict(event)) is None
     verdict = runner._check_sequence(state, dict(events[0]))
@@ -1291,10 +1292,10 @@ def test_a_send_fired_after_the_next_one_is_handled_within_the_window(configure_
     """The master's workers may fire a slow request after the next one: received after the newer
     event, but unseen and within 64 below it, it is handled (as IPsec's window); further below, a replay."""
     state = {"seen": {}, "boots": {}}
-    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5001, "recv": 10.0}) is None
-    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5000, "recv": 10.5}) is None
-    assert runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 5000, "recv": 11.0})[0] == "duplicate"
-    verdict = runner._check_sequence(state, {"node": "web-a", "boot": "b", "seq": 4900, "recv": 12.0})
+    assert runner._check_sequence(state, _ev("b", 5001, 10)) is None
+    assert runner._check_sequence(state, _ev("b", 5000, 10.5)) is None
+    assert runner._check_sequence(state, _ev("b", 5000, 11))[0] == "duplicate"
+    verdict = runner._check_sequence(state, _ev("b", 4900, 12))
     assert verdict[0] == "replay" and "received after it" in verdict[1]
 
 
